@@ -1,0 +1,26 @@
+//! # candlepipe-model
+//!
+//! Everything a candle *is* in candlepipe, declared once and shared by the producer and the
+//! consumer so the two can never disagree about the wire format:
+//!
+//! * [`candle`]: the 1-minute [`Candle`] and the rollup [`Interval`]s.
+//! * [`codec`]: the Kafka message value, JSON schema version 1 (see the README's contract).
+//! * [`validate`]: the rules a candle must satisfy before anything downstream trusts it.
+//!
+//! It also holds the few runtime pieces both binaries need in exactly the same shape:
+//! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
+//! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
+//! and topic creation) and [`time`] (minute arithmetic and duration parsing).
+
+pub mod candle;
+pub mod codec;
+pub mod http;
+pub mod kafka;
+pub mod shutdown;
+pub mod telemetry;
+pub mod time;
+pub mod validate;
+
+pub use candle::{Candle, Interval, Source};
+pub use codec::{decode, encode, DecodeError, SCHEMA_VERSION};
+pub use validate::InvalidCandle;

@@ -1,0 +1,168 @@
+//! The rules a candle must satisfy before the consumer aggregates it.
+//!
+//! Validation is separate from decoding: the JSON can be well formed and still describe an
+//! impossible candle (high below low, a NaN price, an open time between minutes). Every rule
+//! produces an [`InvalidCandle`] that names the field and the value, because that text is
+//! what an operator reads in the dead-letter queue's `error` header.
+
+use crate::candle::{Candle, MINUTE_MS};
+use thiserror::Error;
+
+/// Longest accepted symbol, in bytes.
+pub const MAX_SYMBOL_LEN: usize = 32;
+/// Earliest accepted open time: 2000-01-01T00:00Z.
+pub const MIN_OPEN_TIME_MS: i64 = 946_684_800_000;
+/// First open time no longer accepted: 2100-01-01T00:00Z.
+pub const MAX_OPEN_TIME_MS: i64 = 4_102_444_800_000;
+
+/// Why a candle was rejected.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum InvalidCandle {
+    #[error("symbol is empty")]
+    EmptySymbol,
+    #[error("symbol {0:?} is longer than {MAX_SYMBOL_LEN} bytes")]
+    SymbolTooLong(String),
+    #[error("symbol {symbol:?} contains {bad:?}; allowed are A-Z a-z 0-9 . _ -")]
+    SymbolCharset { symbol: String, bad: char },
+    #[error("field `{field}` is not a finite number ({value})")]
+    NotFinite { field: &'static str, value: f64 },
+    #[error("field `{field}` is negative ({value})")]
+    Negative { field: &'static str, value: f64 },
+    #[error("high {high} is below low {low}")]
+    HighBelowLow { high: f64, low: f64 },
+    #[error("field `{field}` = {value} is outside [low {low}, high {high}]")]
+    OutsideRange {
+        field: &'static str,
+        value: f64,
+        low: f64,
+        high: f64,
+    },
+    #[error("open_time {0} is not aligned to a minute")]
+    UnalignedOpenTime(i64),
+    #[error("open_time {0} is outside 2000-01-01..2100-01-01")]
+    OpenTimeOutOfBounds(i64),
+}
+
+/// Checks a symbol: 1 to 32 bytes of `A-Z a-z 0-9 . _ -`. The charset keeps symbols safe as
+/// Kafka keys, InfluxDB tag values and Grafana variable values without any escaping games.
+pub fn validate_symbol(symbol: &str) -> Result<(), InvalidCandle> {
+    if symbol.is_empty() {
+        return Err(InvalidCandle::EmptySymbol);
+    }
+    if symbol.len() > MAX_SYMBOL_LEN {
+        return Err(InvalidCandle::SymbolTooLong(symbol.to_owned()));
+    }
+    if let Some(bad) = symbol
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(InvalidCandle::SymbolCharset {
+            symbol: symbol.to_owned(),
+            bad,
+        });
+    }
+    Ok(())
+}
+
+/// Checks every rule; the first broken one is returned.
+pub fn validate(c: &Candle) -> Result<(), InvalidCandle> {
+    validate_symbol(&c.symbol)?;
+    if c.open_time.rem_euclid(MINUTE_MS) != 0 {
+        return Err(InvalidCandle::UnalignedOpenTime(c.open_time));
+    }
+    if !(MIN_OPEN_TIME_MS..MAX_OPEN_TIME_MS).contains(&c.open_time) {
+        return Err(InvalidCandle::OpenTimeOutOfBounds(c.open_time));
+    }
+    let required = [
+        ("open", c.open),
+        ("high", c.high),
+        ("low", c.low),
+        ("close", c.close),
+        ("volume", c.volume),
+    ];
+    let optional = [
+        ("quote_volume", c.quote_volume),
+        ("taker_buy_base", c.taker_buy_base),
+        ("taker_buy_quote", c.taker_buy_quote),
+    ];
+    let present = required
+        .into_iter()
+        .chain(optional.into_iter().filter_map(|(f, v)| v.map(|v| (f, v))));
+    for (field, value) in present {
+        if !value.is_finite() {
+            return Err(InvalidCandle::NotFinite { field, value });
+        }
+        if value < 0.0 {
+            return Err(InvalidCandle::Negative { field, value });
+        }
+    }
+    if c.high < c.low {
+        return Err(InvalidCandle::HighBelowLow {
+            high: c.high,
+            low: c.low,
+        });
+    }
+    for (field, value) in [("open", c.open), ("close", c.close)] {
+        if value < c.low || value > c.high {
+            return Err(InvalidCandle::OutsideRange {
+                field,
+                value,
+                low: c.low,
+                high: c.high,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::candle::Source;
+
+    fn good() -> Candle {
+        Candle::ohlcv(
+            "BTC-USDT",
+            Source::Replay,
+            1_614_556_800_000,
+            10.0,
+            12.0,
+            9.0,
+            11.0,
+            3.0,
+        )
+    }
+
+    #[test]
+    fn accepts_a_consistent_candle() {
+        assert_eq!(validate(&good()), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_names_what_is_wrong() {
+        let cases: Vec<(Box<dyn Fn(&mut Candle)>, &str)> = vec![
+            (Box::new(|c| c.symbol = String::new()), "empty"),
+            (Box::new(|c| c.symbol = "A".repeat(33)), "longer than 32"),
+            (Box::new(|c| c.symbol = "BTC USDT".into()), "' '"),
+            (Box::new(|c| c.symbol = "BTC,USDT".into()), "','"),
+            (Box::new(|c| c.symbol = "a=b".into()), "'='"),
+            (Box::new(|c| c.symbol = "a\nb".into()), "'\\n'"),
+            (Box::new(|c| c.open = f64::NAN), "`open` is not a finite"),
+            (Box::new(|c| c.high = f64::INFINITY), "`high` is not a finite"),
+            (Box::new(|c| c.volume = -1.0), "`volume` is negative"),
+            (Box::new(|c| c.quote_volume = Some(-2.0)), "`quote_volume` is negative"),
+            (Box::new(|c| c.low = 13.0), "high 12 is below low 13"),
+            (Box::new(|c| c.close = 12.5), "`close` = 12.5 is outside"),
+            (Box::new(|c| c.open = 8.0), "`open` = 8 is outside"),
+            (Box::new(|c| c.open_time += 1), "not aligned"),
+            (Box::new(|c| c.open_time = 0), "outside 2000-01-01"),
+            (Box::new(|c| c.open_time = MAX_OPEN_TIME_MS), "outside 2000-01-01"),
+        ];
+        for (mutate, expected) in cases {
+            let mut c = good();
+            mutate(&mut c);
+            let err = validate(&c).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Reading and writing topics directly, for assertions: what is really on the broker.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// True when a broker at `brokers` answers a metadata request.
+pub(crate) fn broker_answers(brokers: &str) -> bool {
+    let producer: BaseProducer = match ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0")
+        .create()
+    {
+        Ok(p) => p,
+        Err(_) => return false,
+    };
+    producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(2))
+        .is_ok()
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+impl TopicRecord {
+    /// The key as UTF-8.
+    pub fn key_str(&self) -> &str {
+        std::str::from_utf8(self.key.as_deref().unwrap_or_default()).expect("utf-8 key")
+    }
+}
+
+/// Reads every record of `topic` from the start up to the high watermarks seen now.
+/// Returns an empty list when the topic does not exist yet.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<TopicRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", crate::unique("testkit-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("log_level", "0")
+        .create()
+        .expect("reader consumer");
+    let md = match consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    {
+        Ok(md) => md,
+        Err(_) => return Vec::new(),
+    };
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Vec::new();
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        return Vec::new();
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut want: HashMap<i32, i64> = HashMap::new();
+    for p in t.partitions() {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .expect("watermarks");
+        if hi > lo {
+            want.insert(p.id(), hi);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))
+                .expect("tpl");
+        }
+    }
+    let mut out = Vec::new();
+    if want.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !want.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} did not reach the high watermarks {want:?}"
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|Header { key, value }| {
+                                (
+                                    key.to_owned(),
+                                    String::from_utf8_lossy(value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let (p, o) = (m.partition(), m.offset());
+                out.push(TopicRecord {
+                    partition: p,
+                    offset: o,
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+                if want.get(&p).is_some_and(|hi| o + 1 >= *hi) {
+                    want.remove(&p);
+                }
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+/// Produces raw records (key, payload, headers) and waits until all are acknowledged.
+pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, &[u8])]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "10000000")
+        .set("log_level", "0")
+        .create()
+        .expect("raw producer");
+    for (key, payload) in records {
+        let mut rec: BaseRecord<[u8], [u8]> = BaseRecord::to(topic).payload(*payload);
+        if let Some(k) = key {
+            rec = rec.key(*k);
+        }
+        rec = rec.headers(OwnedHeaders::new());
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    rec = r;
+                    assert!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "producing to {topic}: {e}"
+                    );
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("raw records acknowledged");
+}
