@@ -1,0 +1,50 @@
+//! # candlepipe-datagen
+//!
+//! Synthetic Binance 1m candles, written exactly as the Kaggle "binance-full-history" files
+//! are, so the bundled `dataset/` can ship without anyone's market data and tests can make
+//! as many files of any shape as they need.
+//!
+//! * [`market`]: the simulation that produces each pair's [`Kline`]s (random walk with
+//!   volatility clustering, intraday volume profile, gaps), deterministic per seed.
+//! * [`layout`]: writes candles as parquet in the Kaggle schema ([`FileLayout::KAGGLE`]) or
+//!   one of the variants the replay reader also accepts.
+//! * [`repack`]: rewrites real-world files (the Kaggle dataset) with small pages, so that
+//!   replaying ~1000 of them at once fits in a small memory budget.
+//!
+//! The `datagen` binary wraps [`write_dataset`] and [`repack_file`]; `dataset/README.md`
+//! has the command that produced the bundled files.
+
+pub mod layout;
+pub mod market;
+pub mod repack;
+
+pub use layout::{
+    write_klines, FileLayout, FloatWidth, TimeColumn, TradesType, WriteError, WriteOptions,
+};
+pub use market::{klines, Kline, KlineStream, MarketOptions, PairSpec};
+pub use repack::{repack_file, REPACK_PAGE_SIZE};
+
+use std::path::{Path, PathBuf};
+
+/// Writes one `SYMBOL.parquet` per pair into `dir` (created if missing) and returns the
+/// paths with their row counts. Pairs are generated and written one at a time.
+pub fn write_dataset(
+    dir: &Path,
+    pairs: &[PairSpec],
+    market: &MarketOptions,
+    layout: &FileLayout,
+    options: &WriteOptions,
+) -> Result<Vec<(PathBuf, u64)>, WriteError> {
+    std::fs::create_dir_all(dir).map_err(|source| WriteError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    pairs
+        .iter()
+        .map(|pair| {
+            let path = dir.join(format!("{}.parquet", pair.symbol));
+            let rows = write_klines(&path, layout, options, klines(pair, market))?;
+            Ok((path, rows))
+        })
+        .collect()
+}
