@@ -1,0 +1,457 @@
+//! The replay source: a folder of Binance-format parquet files, played back as one
+//! time-ordered stream of candles, paced like a live market.
+//!
+//! [`ReplaySource::open`] lists `*.parquet` in the dataset folder (the symbol is the file
+//! stem), checks every file's schema up front and prepares the merge. [`ReplaySource::run`]
+//! then blocks on a dedicated thread, pulling candles from the k-way merge (`merge.rs`)
+//! in `(open_time, symbol)` order, holding each back until the pacer (`pacing.rs`) says
+//! it is due, and handing it to `emit` (the Kafka sink's queue). `run` returns when the
+//! dataset is done (without `--loop`), when the shutdown fires, or when `emit` reports the
+//! receiver gone; calling it again resumes right after the last candle emitted, which is
+//! how a runtime switch to live mode and back continues the replay.
+//!
+//! Progress (percent of the pass, candles/s, market position) is logged every few seconds
+//! and kept in [`ReplayStats`] for the metrics endpoint.
+
+use crate::clock::Clock;
+use crate::source::merge::Merge;
+use crate::source::pacing::Pacer;
+use crate::source::parquet::{CandleFile, Window};
+use candlepipe_model::shutdown::Shutdown;
+use candlepipe_model::time::fmt_ms;
+use candlepipe_model::Candle;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+pub use crate::source::pacing::Speed;
+pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
+
+/// How often a progress line is logged while candles flow.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything the replay is told by the command line (see DESIGN.md for the flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayOptions {
+    /// Folder holding `BASE-QUOTE.parquet` files (`--dataset`).
+    pub dataset: PathBuf,
+    /// Only these symbols (file stems); `None` or empty = every file (`--symbols`).
+    pub symbols: Option<Vec<String>>,
+    /// First original open time replayed, Unix ms, inclusive (`--start`).
+    pub start: Option<i64>,
+    /// Original open times from here on are not replayed, Unix ms, exclusive (`--end`).
+    pub end: Option<i64>,
+    /// Pacing (`--speed`).
+    pub speed: Speed,
+    /// Start over when the dataset is done (`--loop`).
+    pub looping: bool,
+    /// Shift timestamps so the replay looks live (`--rebase`).
+    pub rebase: bool,
+    /// How much of the dataset lands in the past under rebase (`--backfill`).
+    pub backfill: Duration,
+    /// Log, count and skip unreadable files instead of failing (`--skip-bad-files`).
+    pub skip_bad_files: bool,
+}
+
+impl ReplayOptions {
+    /// The documented defaults for `dataset`: speed 60, loop, rebase, 24h backfill.
+    pub fn new(dataset: impl Into<PathBuf>) -> Self {
+        ReplayOptions {
+            dataset: dataset.into(),
+            symbols: None,
+            start: None,
+            end: None,
+            speed: Speed::Factor(60.0),
+            looping: true,
+            rebase: true,
+            backfill: Duration::from_secs(24 * 3600),
+            skip_bad_files: false,
+        }
+    }
+}
+
+/// Why the replay cannot start or go on.
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("dataset folder {}: {source}", path.display())]
+    Dataset {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no *.parquet files in dataset folder {}", .0.display())]
+    NoFiles(PathBuf),
+    #[error("symbols {missing:?} have no file in {} (expected e.g. {}/{}.parquet)", dir.display(), dir.display(), missing[0])]
+    UnknownSymbols { dir: PathBuf, missing: Vec<String> },
+    #[error("--start {} is not before --end {}", fmt_ms(*start), fmt_ms(*end))]
+    EmptyWindow { start: i64, end: i64 },
+    #[error("every *.parquet file in {} is unreadable ({skipped} skipped)", dir.display())]
+    NothingReadable { dir: PathBuf, skipped: u64 },
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: FileError },
+}
+
+/// Live counters of a replay, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    rows_sent: AtomicU64,
+    bad_rows: AtomicU64,
+    bad_files: AtomicU64,
+    total_rows: AtomicU64,
+    /// Rows taken out of the files in the current pass (sent, bad, filtered, skipped).
+    rows_read: AtomicU64,
+    position_ms: AtomicI64,
+    loops: AtomicU64,
+}
+
+impl ReplayStats {
+    /// Candles handed to `emit` and accepted, over all passes.
+    pub fn rows_sent(&self) -> u64 {
+        self.rows_sent.load(Ordering::Relaxed)
+    }
+    /// Rows skipped as invalid, over all passes.
+    pub fn bad_rows(&self) -> u64 {
+        self.bad_rows.load(Ordering::Relaxed)
+    }
+    /// Files skipped as unreadable (`--skip-bad-files`).
+    pub fn bad_files(&self) -> u64 {
+        self.bad_files.load(Ordering::Relaxed)
+    }
+    /// Rows in the replayed files (from their footers).
+    pub fn total_rows(&self) -> u64 {
+        self.total_rows.load(Ordering::Relaxed)
+    }
+    /// Original open time (Unix ms) of the last candle sent; 0 before the first.
+    pub fn position_ms(&self) -> i64 {
+        self.position_ms.load(Ordering::Relaxed)
+    }
+    /// Passes over the dataset completed.
+    pub fn loops(&self) -> u64 {
+        self.loops.load(Ordering::Relaxed)
+    }
+    /// Share of the current pass's rows read so far, 0 to 100.
+    pub fn percent_done(&self) -> f64 {
+        let total = self.total_rows();
+        if total == 0 {
+            return 100.0;
+        }
+        (self.rows_read.load(Ordering::Relaxed) as f64 * 100.0 / total as f64).min(100.0)
+    }
+
+    pub(crate) fn note_rows_read(&self, n: u64) {
+        self.rows_read.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn note_bad_row(&self) {
+        self.bad_rows.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn note_bad_file(&self) {
+        self.bad_files.fetch_add(1, Ordering::Relaxed);
+    }
+    fn note_sent(&self, original_open_time: i64) {
+        self.rows_sent.fetch_add(1, Ordering::Relaxed);
+        self.position_ms
+            .store(original_open_time, Ordering::Relaxed);
+    }
+}
+
+/// How a [`ReplaySource::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayEnd {
+    /// The dataset is done (no `--loop`). Further runs return this at once until
+    /// [`ReplaySource::restart`].
+    Finished,
+    /// The shutdown fired or the receiver went away; the next run resumes.
+    Stopped,
+}
+
+/// The parquet replay (see the module docs). Kept small (the bulky state is boxed)
+/// because it moves between the supervisor and a blocking thread on every mode switch.
+pub struct ReplaySource {
+    /// The dataset folder, for log lines.
+    dataset: PathBuf,
+    /// Start over when a pass is done (`--loop`).
+    looping: bool,
+    merge: Box<Merge>,
+    pacer: Pacer,
+    stats: Arc<ReplayStats>,
+    /// Taken from the merge but not accepted by `emit` (stop, receiver gone): sent first
+    /// on the next run.
+    held: Option<Box<Candle>>,
+    /// Original open times of the first and last candle sent in the current pass.
+    pass_first: Option<i64>,
+    pass_last: Option<i64>,
+    finished: bool,
+}
+
+impl ReplaySource {
+    /// Lists and checks the dataset. Every file's footer and schema is read now, so a bad
+    /// file fails here (or, with `skip_bad_files`, is logged, counted and left out).
+    pub fn open(opts: ReplayOptions) -> Result<Self, ReplayError> {
+        if let (Some(start), Some(end)) = (opts.start, opts.end) {
+            if start >= end {
+                return Err(ReplayError::EmptyWindow { start, end });
+            }
+        }
+        let dir = &opts.dataset;
+        let dataset_err = |source| ReplayError::Dataset {
+            path: dir.clone(),
+            source,
+        };
+        let mut paths = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(dataset_err)? {
+            let path = entry.map_err(dataset_err)?.path();
+            if path.extension().is_some_and(|e| e == "parquet") {
+                paths.push(path);
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            return Err(ReplayError::NoFiles(dir.clone()));
+        }
+        if let Some(wanted) = opts.symbols.as_ref().filter(|s| !s.is_empty()) {
+            let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|w| !paths.iter().any(|p| stem(p).as_deref() == Some(w.as_str())))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return Err(ReplayError::UnknownSymbols {
+                    dir: dir.clone(),
+                    missing,
+                });
+            }
+            paths.retain(|p| stem(p).is_some_and(|s| wanted.contains(&s)));
+        }
+
+        let stats = Arc::new(ReplayStats::default());
+        let mut files = Vec::with_capacity(paths.len());
+        for path in paths {
+            match CandleFile::inspect(&path) {
+                Ok(file) => files.push(file),
+                Err(source) if opts.skip_bad_files => {
+                    tracing::warn!(file = %path.display(), "skipping bad file {}: {source}", path.display());
+                    stats.note_bad_file();
+                }
+                Err(source) => return Err(ReplayError::File { path, source }),
+            }
+        }
+        if files.is_empty() {
+            return Err(ReplayError::NothingReadable {
+                dir: dir.clone(),
+                skipped: stats.bad_files(),
+            });
+        }
+        let total: u64 = files.iter().map(|f| f.rows).sum();
+        stats.total_rows.store(total, Ordering::Relaxed);
+        let first = files.iter().filter_map(|f| f.first_ms).min();
+        let last = files.iter().filter_map(|f| f.last_ms).max();
+        tracing::info!(
+            dataset = %dir.display(),
+            files = files.len(),
+            rows = total,
+            "replay dataset: {} files, {total} rows, {} .. {}",
+            files.len(),
+            first.map_or("?".into(), fmt_ms),
+            last.map_or("?".into(), fmt_ms),
+        );
+
+        let window = Window {
+            start: opts.start,
+            end: opts.end,
+        };
+        let mut merge = Merge::new(files, window, opts.skip_bad_files);
+        merge.rewind(stats.as_ref());
+        Ok(ReplaySource {
+            pacer: Pacer::new(opts.speed, opts.rebase, opts.backfill),
+            dataset: opts.dataset,
+            looping: opts.looping,
+            merge: Box::new(merge),
+            stats,
+            held: None,
+            pass_first: None,
+            pass_last: None,
+            finished: false,
+        })
+    }
+
+    /// The live counters (for metrics and logs).
+    pub fn stats(&self) -> Arc<ReplayStats> {
+        self.stats.clone()
+    }
+
+    /// The symbols replayed, in tie-break (alphabetical) order.
+    pub fn symbols(&self) -> Vec<String> {
+        self.merge
+            .files()
+            .iter()
+            .map(|f| f.symbol.clone())
+            .collect()
+    }
+
+    /// Blocking: runs on a dedicated thread until the dataset is done (no loop) or `stop`
+    /// fires. Calls `emit` for each candle in global (open_time, symbol) order; `emit`
+    /// returns false when the receiver is gone (then returns `Stopped`). Calling `run`
+    /// again resumes after the last emitted candle. `restart` resets to the beginning.
+    pub fn run(
+        &mut self,
+        clock: &dyn Clock,
+        stop: &Shutdown,
+        emit: &mut dyn FnMut(Candle) -> bool,
+    ) -> Result<ReplayEnd, ReplayError> {
+        if self.finished {
+            return Ok(ReplayEnd::Finished);
+        }
+        let mut progress = Progress::new(&self.stats);
+        let mut anchored = false;
+        loop {
+            if stop.is_shutdown() {
+                return Ok(ReplayEnd::Stopped);
+            }
+            let candle = match self.held.take() {
+                Some(c) => *c,
+                None => match self.merge.next(self.stats.as_ref())? {
+                    Some(c) => c,
+                    None => {
+                        if self.end_pass() {
+                            continue;
+                        }
+                        progress.log(&self.stats);
+                        return Ok(ReplayEnd::Finished);
+                    }
+                },
+            };
+            if !anchored {
+                self.pacer.begin(clock.now_ms(), candle.open_time);
+                anchored = true;
+            }
+            let slot = self.pacer.slot(candle.open_time);
+            if let Some(due) = slot.due {
+                if due > clock.now_ms() {
+                    clock.sleep_until_ms(due, stop);
+                    if stop.is_shutdown() {
+                        self.held = Some(Box::new(candle));
+                        return Ok(ReplayEnd::Stopped);
+                    }
+                }
+            }
+            let original = candle.open_time;
+            let mut out = candle.clone();
+            out.open_time = slot.stamp;
+            if !emit(out) {
+                self.held = Some(Box::new(candle));
+                return Ok(ReplayEnd::Stopped);
+            }
+            self.stats.note_sent(original);
+            self.pass_first.get_or_insert(original);
+            self.pass_last = Some(original);
+            progress.tick(&self.stats);
+        }
+    }
+
+    /// Goes back to the beginning of the dataset. Under rebase the timeline continues (as
+    /// after a loop), so stamps stay monotonic.
+    pub fn restart(&mut self) {
+        self.held = None;
+        if let (Some(first), Some(last)) = (self.pass_first, self.pass_last) {
+            self.pacer.end_pass(first, last);
+        }
+        self.begin_pass();
+        self.finished = false;
+    }
+
+    /// The pass is over: counts it and either starts the next (`true`) or finishes.
+    fn end_pass(&mut self) -> bool {
+        let (Some(first), Some(last)) = (self.pass_first, self.pass_last) else {
+            tracing::warn!(
+                dataset = %self.dataset.display(),
+                "nothing to replay: no valid candle in the dataset (or in --start/--end)"
+            );
+            self.finished = true;
+            return false;
+        };
+        let loops = self.stats.loops.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::info!(
+            loops,
+            "replay pass {loops} done: {} .. {}",
+            fmt_ms(first),
+            fmt_ms(last)
+        );
+        if !self.looping {
+            self.finished = true;
+            return false;
+        }
+        self.pacer.end_pass(first, last);
+        self.begin_pass();
+        true
+    }
+
+    fn begin_pass(&mut self) {
+        self.pass_first = None;
+        self.pass_last = None;
+        self.stats.rows_read.store(0, Ordering::Relaxed);
+        self.merge.rewind(self.stats.as_ref());
+    }
+}
+
+/// The periodic progress log line.
+struct Progress {
+    last_at: Instant,
+    last_sent: u64,
+}
+
+impl Progress {
+    fn new(stats: &ReplayStats) -> Self {
+        Progress {
+            last_at: Instant::now(),
+            last_sent: stats.rows_sent(),
+        }
+    }
+
+    fn tick(&mut self, stats: &ReplayStats) {
+        if self.last_at.elapsed() >= PROGRESS_EVERY {
+            self.log(stats);
+        }
+    }
+
+    fn log(&mut self, stats: &ReplayStats) {
+        let secs = self.last_at.elapsed().as_secs_f64().max(1e-3);
+        let sent = stats.rows_sent();
+        let rate = (sent - self.last_sent) as f64 / secs;
+        tracing::info!(
+            percent = format!("{:.1}", stats.percent_done()),
+            candles_per_sec = rate.round() as u64,
+            sent,
+            bad_rows = stats.bad_rows(),
+            "replay {:.1}% done, {:.0} candles/s, at {}",
+            stats.percent_done(),
+            rate,
+            fmt_ms(stats.position_ms())
+        );
+        self.last_at = Instant::now();
+        self.last_sent = sent;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_source_can_move_to_its_own_thread() {
+        fn send<T: Send>() {}
+        send::<ReplaySource>();
+        send::<Arc<ReplayStats>>();
+        // Cheap to move in and out of `spawn_blocking` (and below clippy's large-variant bar).
+        assert!(std::mem::size_of::<ReplaySource>() <= 200);
+    }
+
+    #[test]
+    fn options_default_to_the_documented_flags() {
+        let o = ReplayOptions::new("dataset");
+        assert_eq!(o.speed, Speed::Factor(60.0));
+        assert!(o.looping && o.rebase && !o.skip_bad_files);
+        assert_eq!(o.backfill, Duration::from_secs(86_400));
+    }
+}
