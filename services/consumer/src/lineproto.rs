@@ -1,0 +1,942 @@
+//! InfluxDB line protocol: how a [`Point`] becomes one line of text, and back.
+//!
+//! ```text
+//! candle,interval=1m,source=replay,symbol=BTC-USDT open=45134.11,...,trades=1523i 1614556800000
+//! └ measurement └ tags, sorted by key ─────────────┘ └ fields ──────────────────┘ └ time (ms)
+//! ```
+//!
+//! The format is text with three delimiters (comma, space, `=`) and no framing other than
+//! the newline, so the one thing this module must never do is let a value change the shape
+//! of a line: a symbol such as `X Y` or `X,evil=1` or `X\nhack v=1` would otherwise add tags,
+//! fields or whole points. Symbols are validated upstream (`A-Z a-z 0-9 . _ -`), but the
+//! encoder does not rely on that:
+//!
+//! * measurement: `,` and space are backslash-escaped; tag keys, tag values and field keys:
+//!   `,`, `=` and space are (InfluxDB's rules).
+//! * Control characters (newline, carriage return, tab, ...) cannot be carried at all:
+//!   InfluxDB splits lines on a raw newline and has no escape for it in keys or tag values.
+//!   Such a point is refused with an [`EncodeError`].
+//! * A backslash is kept as a literal only where every InfluxDB parser reads it as one: not
+//!   at the end of a name, not before another backslash and not before an escaped character.
+//!   InfluxDB 1.x rejects `a\` (`invalid tag format`) and keeps `a\\b` as two backslashes
+//!   where newer parsers read one; such values are refused rather than silently changed.
+//! * Floats are written shortest-round-trip ([`ryu`]): the text parses back to the same
+//!   `f64`, bit for bit. Non-finite values have no line protocol spelling; that field is left
+//!   out (never written as `NaN`), and a point left with no field is not written at all.
+//! * `trades` is an integer field (`1523i`); tags are sorted by key, InfluxDB's preferred
+//!   order; the timestamp is Unix milliseconds (the sink writes with `precision=ms`).
+//!
+//! [`parse_line`] is a small, separate parser of the same grammar (InfluxDB 1.x semantics),
+//! written from the spec rather than from the encoder, so that tests and the fuzz target can
+//! check that every encoded point reads back as exactly the point that was meant.
+
+use crate::point::{CandlePoint, IndicatorPoint, Point};
+use std::ops::Range;
+
+/// Bytes escaped with a backslash in a measurement name.
+const MEASUREMENT_SPECIALS: &[u8] = b", ";
+/// Bytes escaped with a backslash in tag keys, tag values and field keys.
+const KEY_SPECIALS: &[u8] = b",= ";
+
+/// Why a point cannot be written as line protocol. The sink reports such a point as rejected
+/// (it goes to the dead-letter topic) instead of writing something else than was meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part} {value:?} cannot be written as InfluxDB line protocol: {reason}")]
+pub struct EncodeError {
+    /// Which part of the point: `measurement`, `tag symbol`, `field trades`, ...
+    pub part: String,
+    /// The offending value, as it was.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Appends `point` as one line (ending in `\n`) to `out`.
+///
+/// Returns `Ok(false)` and writes nothing when the point has no field with a value (for
+/// example an indicator point before any indicator is meaningful, or one whose values are all
+/// non-finite). Returns an error, and writes nothing, when a name or value cannot be carried
+/// by line protocol without changing its meaning.
+pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+    let start = out.len();
+    let result = match point {
+        Point::Candle(c) => encode_candle(c, out),
+        Point::Indicator(i) => encode_indicator(i, out),
+    };
+    match result {
+        Ok(true) => Ok(true),
+        other => {
+            out.truncate(start);
+            other
+        }
+    }
+}
+
+/// The line protocol text of many points, with where each line came from.
+#[derive(Debug, Default, Clone)]
+pub struct EncodedPoints {
+    /// Every written line, `\n`-terminated, back to back.
+    pub text: Vec<u8>,
+    /// One entry per line of `text`, in order.
+    pub lines: Vec<EncodedLine>,
+    /// Points that could not be encoded: (index in the input, why).
+    pub unencodable: Vec<(usize, EncodeError)>,
+    /// Points with no field to write (nothing was encoded for them).
+    pub empty: usize,
+}
+
+/// One line of [`EncodedPoints::text`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedLine {
+    /// Index of the point in the input slice.
+    pub point: usize,
+    /// Byte range of the line in `text`, including its `\n`.
+    pub span: Range<usize>,
+}
+
+impl EncodedPoints {
+    /// The text of lines `lines` (a range of indices into [`EncodedPoints::lines`]): one
+    /// contiguous slice, ready to be a request body.
+    pub fn body(&self, lines: Range<usize>) -> &[u8] {
+        if lines.is_empty() {
+            return &[];
+        }
+        &self.text[self.lines[lines.start].span.start..self.lines[lines.end - 1].span.end]
+    }
+
+    /// The text of one line without its `\n`, for error reports.
+    pub fn line_str(&self, line: usize) -> String {
+        let span = &self.lines[line].span;
+        String::from_utf8_lossy(&self.text[span.start..span.end - 1]).into_owned()
+    }
+}
+
+/// Encodes every point of `points` (see [`encode`]), keeping track of which line is which
+/// point so that a rejected line can be traced back to its point.
+pub fn encode_all(points: &[Point]) -> EncodedPoints {
+    let mut enc = EncodedPoints {
+        // ~200 bytes per candle line; avoids most reallocations.
+        text: Vec::with_capacity(points.len() * 200),
+        lines: Vec::with_capacity(points.len()),
+        ..EncodedPoints::default()
+    };
+    for (i, p) in points.iter().enumerate() {
+        let start = enc.text.len();
+        match encode(p, &mut enc.text) {
+            Ok(true) => enc.lines.push(EncodedLine {
+                point: i,
+                span: start..enc.text.len(),
+            }),
+            Ok(false) => enc.empty += 1,
+            Err(e) => enc.unencodable.push((i, e)),
+        }
+    }
+    enc
+}
+
+fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+    let mut line = LineWriter::begin(out, crate::point::CANDLE_MEASUREMENT)?;
+    line.tag("interval", c.interval.as_str())?;
+    line.tag("source", c.source.as_str())?;
+    line.tag("symbol", &c.symbol)?;
+    line.float("open", c.open)?;
+    line.float("high", c.high)?;
+    line.float("low", c.low)?;
+    line.float("close", c.close)?;
+    line.float("volume", c.volume)?;
+    line.opt_float("quote_volume", c.quote_volume)?;
+    if let Some(trades) = c.trades {
+        line.integer("trades", trades)?;
+    }
+    line.opt_float("taker_buy_base", c.taker_buy_base)?;
+    line.opt_float("taker_buy_quote", c.taker_buy_quote)?;
+    line.opt_float("vwap", c.vwap)?;
+    Ok(line.finish(c.time))
+}
+
+fn encode_indicator(p: &IndicatorPoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+    let mut line = LineWriter::begin(out, crate::point::INDICATOR_MEASUREMENT)?;
+    // Sorted by key: interval, source, symbol.
+    line.tag("interval", candlepipe_model::Interval::M1.as_str())?;
+    if let Some(source) = p.source {
+        line.tag("source", source.as_str())?;
+    }
+    line.tag("symbol", &p.symbol)?;
+    for (key, value) in p.fields() {
+        line.float(key, value)?;
+    }
+    Ok(line.finish(p.time))
+}
+
+/// Writes one line piece by piece; tags must come before fields, in key order.
+struct LineWriter<'a> {
+    out: &'a mut Vec<u8>,
+    fields: usize,
+    #[cfg(debug_assertions)]
+    last_tag: &'static str,
+}
+
+impl<'a> LineWriter<'a> {
+    fn begin(out: &'a mut Vec<u8>, measurement: &str) -> Result<Self, EncodeError> {
+        write_name(out, Part::Measurement, measurement, MEASUREMENT_SPECIALS)?;
+        Ok(LineWriter {
+            out,
+            fields: 0,
+            #[cfg(debug_assertions)]
+            last_tag: "",
+        })
+    }
+
+    fn tag(&mut self, key: &'static str, value: &str) -> Result<(), EncodeError> {
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(self.last_tag < key, "tags must be written sorted by key");
+            self.last_tag = key;
+        }
+        self.out.push(b',');
+        write_name(self.out, Part::TagKey, key, KEY_SPECIALS)?;
+        self.out.push(b'=');
+        write_name(self.out, Part::TagValue(key), value, KEY_SPECIALS)
+    }
+
+    fn field_key(&mut self, key: &str) -> Result<(), EncodeError> {
+        self.out.push(if self.fields == 0 { b' ' } else { b',' });
+        self.fields += 1;
+        write_name(self.out, Part::FieldKey, key, KEY_SPECIALS)?;
+        self.out.push(b'=');
+        Ok(())
+    }
+
+    /// A float field; a non-finite value is left out.
+    fn float(&mut self, key: &str, value: f64) -> Result<(), EncodeError> {
+        if value.is_finite() {
+            self.field_key(key)?;
+            self.out
+                .extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
+        }
+        Ok(())
+    }
+
+    fn opt_float(&mut self, key: &str, value: Option<f64>) -> Result<(), EncodeError> {
+        value.map_or(Ok(()), |v| self.float(key, v))
+    }
+
+    /// An integer field (`123i`). InfluxDB integers are signed 64-bit.
+    fn integer(&mut self, key: &str, value: u64) -> Result<(), EncodeError> {
+        let Ok(value) = i64::try_from(value) else {
+            return Err(EncodeError {
+                part: format!("field {key}"),
+                value: value.to_string(),
+                reason: "larger than InfluxDB's largest integer (2^63 - 1)",
+            });
+        };
+        self.field_key(key)?;
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b'i');
+        Ok(())
+    }
+
+    /// Ends the line with the timestamp; false when no field was written (the caller drops
+    /// the partial line).
+    fn finish(self, time_ms: i64) -> bool {
+        if self.fields == 0 {
+            return false;
+        }
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(time_ms).as_bytes());
+        self.out.push(b'\n');
+        true
+    }
+}
+
+/// Which part of a line a name is, for error messages (formatted only on error).
+#[derive(Clone, Copy)]
+enum Part<'k> {
+    Measurement,
+    TagKey,
+    TagValue(&'k str),
+    FieldKey,
+}
+
+impl std::fmt::Display for Part<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Part::Measurement => f.write_str("measurement"),
+            Part::TagKey => f.write_str("tag key"),
+            Part::TagValue(key) => write!(f, "tag {key}"),
+            Part::FieldKey => f.write_str("field key"),
+        }
+    }
+}
+
+/// Writes a measurement, key or tag value, escaping `specials`, or refuses it.
+fn write_name(
+    out: &mut Vec<u8>,
+    part: Part<'_>,
+    value: &str,
+    specials: &[u8],
+) -> Result<(), EncodeError> {
+    let refuse = |reason| {
+        Err(EncodeError {
+            part: part.to_string(),
+            value: value.to_owned(),
+            reason,
+        })
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty() {
+        return refuse("it is empty");
+    }
+    let mut plain = true;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b.is_ascii_control() {
+            return refuse("it contains a control character (newline, tab, ...)");
+        }
+        if b == b'\\' {
+            match bytes.get(i + 1) {
+                None => return refuse("it ends with a backslash"),
+                Some(&next) if next == b'\\' || specials.contains(&next) => {
+                    return refuse("a backslash before a backslash, comma, space or = is ambiguous")
+                }
+                Some(_) => {}
+            }
+        }
+        plain &= !specials.contains(&b);
+    }
+    if plain {
+        out.extend_from_slice(bytes);
+    } else {
+        for &b in bytes {
+            if specials.contains(&b) {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+    }
+    Ok(())
+}
+
+/// A field value as line protocol spells it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    /// `1.5`, `-2e-7`, `3`
+    Float(f64),
+    /// `42i`
+    Int(i64),
+    /// `42u`
+    UInt(u64),
+    /// `"text"`
+    Str(String),
+    /// `t`, `true`, `F`, ...
+    Bool(bool),
+}
+
+/// One parsed line: names unescaped, fields typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedLine {
+    pub measurement: String,
+    /// In the order they appear.
+    pub tags: Vec<(String, String)>,
+    /// In the order they appear.
+    pub fields: Vec<(String, FieldValue)>,
+    /// As written (the unit is the request's precision); `None` when absent.
+    pub timestamp: Option<i64>,
+}
+
+impl ParsedLine {
+    /// The line `point` must read back as, built from the point's fields directly rather
+    /// than through the encoder: the oracle of round-trip tests and the fuzz target. Tags are
+    /// sorted by key; non-finite fields are absent (they are never written).
+    pub fn expected_for(point: &Point) -> ParsedLine {
+        let float = |k: &str, v: f64| (k.to_owned(), FieldValue::Float(v));
+        let tag = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let (measurement, mut tags, fields, time) = match point {
+            Point::Candle(c) => {
+                let mut fields = vec![
+                    float("open", c.open),
+                    float("high", c.high),
+                    float("low", c.low),
+                    float("close", c.close),
+                    float("volume", c.volume),
+                ];
+                fields.extend(c.quote_volume.map(|v| float("quote_volume", v)));
+                fields.extend(
+                    c.trades
+                        .map(|t| ("trades".to_owned(), FieldValue::Int(t as i64))),
+                );
+                fields.extend(c.taker_buy_base.map(|v| float("taker_buy_base", v)));
+                fields.extend(c.taker_buy_quote.map(|v| float("taker_buy_quote", v)));
+                fields.extend(c.vwap.map(|v| float("vwap", v)));
+                let tags = vec![
+                    tag("symbol", &c.symbol),
+                    tag("interval", c.interval.as_str()),
+                    tag("source", c.source.as_str()),
+                ];
+                (crate::point::CANDLE_MEASUREMENT, tags, fields, c.time)
+            }
+            Point::Indicator(i) => {
+                let mut tags = vec![tag("symbol", &i.symbol), tag("interval", "1m")];
+                tags.extend(i.source.map(|s| tag("source", s.as_str())));
+                let fields = i.fields().map(|(k, v)| float(k, v)).collect();
+                (crate::point::INDICATOR_MEASUREMENT, tags, fields, i.time)
+            }
+        };
+        tags.sort();
+        let fields = fields
+            .into_iter()
+            .filter(|(_, v)| !matches!(v, FieldValue::Float(x) if !x.is_finite()))
+            .collect();
+        ParsedLine {
+            measurement: measurement.to_owned(),
+            tags,
+            fields,
+            timestamp: Some(time),
+        }
+    }
+}
+
+/// Why a line does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid line protocol at byte {offset}: {reason}")]
+pub struct ParseError {
+    /// Byte offset in the line where parsing failed.
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+/// Parses one line of line protocol (without its trailing newline), with InfluxDB 1.x's
+/// rules: a backslash makes the next byte part of the name, and `\,` `\ ` (and `\=` in
+/// keys and tag values) unescape to the character; any other backslash stays as it is.
+pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
+    let mut p = LineParser {
+        s: line.as_bytes(),
+        i: 0,
+    };
+    let measurement = p.name(&MEASUREMENT_NAME)?;
+    let mut tags = Vec::new();
+    while p.peek() == Some(b',') {
+        p.i += 1;
+        let key = p.name(&TAG_KEY)?;
+        p.expect(b'=', "expected = after a tag key")?;
+        let value = p.name(&TAG_VALUE)?;
+        tags.push((key, value));
+    }
+    p.expect(b' ', "expected a space before the fields")?;
+    let mut fields = Vec::new();
+    loop {
+        let key = p.name(&FIELD_KEY)?;
+        p.expect(b'=', "expected = after a field key")?;
+        let value = p.field_value()?;
+        fields.push((key, value));
+        if p.peek() != Some(b',') {
+            break;
+        }
+        p.i += 1;
+    }
+    let timestamp = match p.peek() {
+        None => None,
+        Some(b' ') => {
+            p.i += 1;
+            let start = p.i;
+            let text = p.token();
+            Some(
+                text.parse::<i64>()
+                    .ok()
+                    .filter(|_| !text.starts_with('+'))
+                    .ok_or(ParseError {
+                        offset: start,
+                        reason: "timestamp is not a 64-bit integer",
+                    })?,
+            )
+        }
+        Some(_) => return p.fail("unexpected byte after the fields"),
+    };
+    if p.i != p.s.len() {
+        return p.fail("unexpected text after the timestamp");
+    }
+    Ok(ParsedLine {
+        measurement,
+        tags,
+        fields,
+        timestamp,
+    })
+}
+
+/// How one kind of name is delimited and unescaped (InfluxDB 1.x `models` package rules).
+struct NameRule {
+    /// Unescaped bytes that end the name.
+    ends_at: &'static [u8],
+    /// Unescaped bytes that make the line invalid.
+    forbidden: &'static [u8],
+    forbidden_why: &'static str,
+    /// Bytes whose backslash escape is removed.
+    unescapes: &'static [u8],
+    empty_why: &'static str,
+}
+
+const MEASUREMENT_NAME: NameRule = NameRule {
+    ends_at: b", ",
+    forbidden: b"",
+    forbidden_why: "",
+    unescapes: b", ",
+    empty_why: "empty measurement",
+};
+const TAG_KEY: NameRule = NameRule {
+    ends_at: b"=",
+    forbidden: b", ",
+    forbidden_why: "tag key without a value",
+    unescapes: b",= ",
+    empty_why: "empty tag key",
+};
+const TAG_VALUE: NameRule = NameRule {
+    ends_at: b", ",
+    forbidden: b"=",
+    forbidden_why: "unescaped = in a tag value",
+    unescapes: b",= ",
+    empty_why: "empty tag value",
+};
+const FIELD_KEY: NameRule = NameRule {
+    ends_at: b"=",
+    forbidden: b", ",
+    forbidden_why: "field key without a value",
+    unescapes: b",= ",
+    empty_why: "empty field key",
+};
+
+struct LineParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl LineParser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn fail<T>(&self, reason: &'static str) -> Result<T, ParseError> {
+        Err(ParseError {
+            offset: self.i,
+            reason,
+        })
+    }
+
+    fn expect(&mut self, b: u8, reason: &'static str) -> Result<(), ParseError> {
+        if self.peek() != Some(b) {
+            return self.fail(reason);
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// A name read by `rule`: it ends at an unescaped byte of `rule.ends_at`, `\\x` turns
+    /// into x for x in `rule.unescapes`, and any other backslash stays.
+    fn name(&mut self, rule: &NameRule) -> Result<String, ParseError> {
+        let start = self.i;
+        let mut out = Vec::new();
+        while let Some(b) = self.peek() {
+            if rule.ends_at.contains(&b) {
+                break;
+            }
+            if b.is_ascii_control() {
+                return self.fail("control character inside a name");
+            }
+            if rule.forbidden.contains(&b) {
+                return self.fail(rule.forbidden_why);
+            }
+            if b == b'\\' {
+                let Some(next) = self.s.get(self.i + 1).copied() else {
+                    return self.fail("line ends in a backslash");
+                };
+                if next.is_ascii_control() {
+                    return self.fail("control character inside a name");
+                }
+                if !rule.unescapes.contains(&next) {
+                    out.push(b'\\');
+                }
+                out.push(next);
+                self.i += 2;
+                continue;
+            }
+            out.push(b);
+            self.i += 1;
+        }
+        if self.i == start {
+            return self.fail(rule.empty_why);
+        }
+        String::from_utf8(out).map_err(|_| ParseError {
+            offset: start,
+            reason: "name is not UTF-8",
+        })
+    }
+
+    /// Bytes up to (not including) the next space, comma or the end.
+    fn token(&mut self) -> &str {
+        let start = self.i;
+        while let Some(b) = self.peek() {
+            if b == b' ' || b == b',' {
+                break;
+            }
+            self.i += 1;
+        }
+        // The line came from a &str and we split at ASCII bytes, so this is valid UTF-8.
+        std::str::from_utf8(&self.s[start..self.i]).unwrap_or("")
+    }
+
+    fn field_value(&mut self) -> Result<FieldValue, ParseError> {
+        if self.peek() == Some(b'"') {
+            return self.string_value();
+        }
+        let start = self.i;
+        let text = self.token();
+        let bad = |reason| ParseError {
+            offset: start,
+            reason,
+        };
+        if text.is_empty() {
+            return Err(bad("empty field value"));
+        }
+        match text {
+            "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
+            "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Bool(false)),
+            _ => {}
+        }
+        if let Some(int) = text.strip_suffix('i') {
+            return int
+                .parse::<i64>()
+                .ok()
+                .filter(|_| !int.starts_with('+'))
+                .map(FieldValue::Int)
+                .ok_or(bad("integer field is not a 64-bit signed integer"));
+        }
+        if let Some(uint) = text.strip_suffix('u') {
+            return uint
+                .parse::<u64>()
+                .ok()
+                .filter(|_| !uint.starts_with('+'))
+                .map(FieldValue::UInt)
+                .ok_or(bad("unsigned field is not a 64-bit unsigned integer"));
+        }
+        // Rust also accepts "inf" and "NaN", which line protocol does not: check the charset.
+        let numeric = text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+        let first_ok = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
+        match text.parse::<f64>() {
+            Ok(v) if numeric && first_ok && v.is_finite() => Ok(FieldValue::Float(v)),
+            _ => Err(bad("field value is not a number, boolean or string")),
+        }
+    }
+
+    fn string_value(&mut self) -> Result<FieldValue, ParseError> {
+        let start = self.i;
+        self.i += 1; // opening quote
+        let mut out = Vec::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(ParseError {
+                        offset: start,
+                        reason: "unterminated string field",
+                    })
+                }
+                Some(b'"') => {
+                    self.i += 1;
+                    break;
+                }
+                Some(b'\\') if matches!(self.s.get(self.i + 1), Some(b'"' | b'\\')) => {
+                    out.push(self.s[self.i + 1]);
+                    self.i += 2;
+                }
+                Some(b) => {
+                    out.push(b);
+                    self.i += 1;
+                }
+            }
+        }
+        String::from_utf8(out)
+            .map(FieldValue::Str)
+            .map_err(|_| ParseError {
+                offset: start,
+                reason: "string field is not UTF-8",
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candlepipe_model::{Interval, Source};
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    fn candle(symbol: &str) -> CandlePoint {
+        CandlePoint {
+            symbol: Arc::from(symbol),
+            source: Source::Replay,
+            interval: Interval::M5,
+            time: 1_614_556_800_000,
+            open: 45134.11,
+            high: 45200.0,
+            low: 45100.0,
+            close: 45150.5,
+            volume: 123.4,
+            quote_volume: Some(5571234.2),
+            trades: Some(1523),
+            taker_buy_base: Some(60.1),
+            taker_buy_quote: None,
+            vwap: Some(45148.93),
+        }
+    }
+
+    fn line_of(point: &Point) -> String {
+        let mut out = Vec::new();
+        assert_eq!(encode(point, &mut out), Ok(true));
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_candle_encodes_as_the_schema_says() {
+        let line = line_of(&Point::Candle(candle("BTC-USDT")));
+        assert_eq!(
+            line,
+            "candle,interval=5m,source=replay,symbol=BTC-USDT open=45134.11,high=45200.0,\
+             low=45100.0,close=45150.5,volume=123.4,quote_volume=5571234.2,trades=1523i,\
+             taker_buy_base=60.1,vwap=45148.93 1614556800000\n"
+        );
+    }
+
+    #[test]
+    fn delimiters_in_a_symbol_are_escaped_and_read_back() {
+        let nasty = r#"A B,c=d"e\f"#;
+        let point = Point::Candle(candle(nasty));
+        let line = line_of(&point);
+        assert!(line.starts_with(r#"candle,interval=5m,source=replay,symbol=A\ B\,c\=d"e\f open="#));
+        assert_eq!(
+            parse_line(line.trim_end_matches('\n')).unwrap(),
+            ParsedLine::expected_for(&point)
+        );
+    }
+
+    #[test]
+    fn unrepresentable_symbols_are_refused_and_nothing_is_written() {
+        for bad in [
+            "X\nhack v=1 1",
+            "X\r",
+            "tab\there",
+            "",
+            "end\\",
+            "a\\\\b",
+            "a\\,b",
+            "a\\ b",
+            "a\\=b",
+        ] {
+            let mut out = b"previous line\n".to_vec();
+            let err = encode(&Point::Candle(candle(bad)), &mut out).unwrap_err();
+            assert_eq!(err.part, "tag symbol", "{bad:?}");
+            assert_eq!(err.value, bad);
+            assert_eq!(out, b"previous line\n", "{bad:?} left bytes behind");
+        }
+    }
+
+    #[test]
+    fn non_finite_fields_are_left_out_and_an_empty_point_is_not_written() {
+        let mut c = candle("X");
+        c.high = f64::NAN;
+        c.vwap = Some(f64::INFINITY);
+        let line = line_of(&Point::Candle(c.clone()));
+        assert!(!line.contains("high=") && !line.contains("vwap="), "{line}");
+        assert!(
+            !line.to_lowercase().contains("nan") && !line.contains("inf"),
+            "{line}"
+        );
+
+        let mut out = b"x".to_vec();
+        let empty = IndicatorPoint {
+            symbol: Arc::from("X"),
+            source: Some(Source::Live),
+            time: 60_000,
+            log_return: Some(f64::NEG_INFINITY),
+            ..IndicatorPoint::default()
+        };
+        assert_eq!(
+            encode(&Point::Indicator(empty.clone()), &mut out),
+            Ok(false)
+        );
+        let no_fields = IndicatorPoint {
+            log_return: None,
+            ..empty
+        };
+        assert_eq!(encode(&Point::Indicator(no_fields), &mut out), Ok(false));
+        assert_eq!(out, b"x");
+    }
+
+    #[test]
+    fn trades_beyond_i64_are_refused() {
+        let mut c = candle("X");
+        c.trades = Some(u64::MAX);
+        let err = encode(&Point::Candle(c), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.part, "field trades");
+    }
+
+    #[test]
+    fn encode_all_maps_lines_back_to_points() {
+        let mut bad = candle("bad\n");
+        bad.time = 1;
+        let points = vec![
+            Point::Candle(candle("A")),
+            Point::Indicator(IndicatorPoint {
+                symbol: Arc::from("A"),
+                ..IndicatorPoint::default()
+            }),
+            Point::Candle(bad),
+            Point::Candle(candle("B")),
+        ];
+        let enc = encode_all(&points);
+        assert_eq!(enc.empty, 1);
+        assert_eq!(enc.unencodable.len(), 1);
+        assert_eq!(enc.unencodable[0].0, 2);
+        assert_eq!(
+            enc.lines.iter().map(|l| l.point).collect::<Vec<_>>(),
+            [0, 3]
+        );
+        assert_eq!(enc.body(0..2), enc.text.as_slice());
+        assert!(enc.line_str(1).contains("symbol=B "));
+        assert_eq!(
+            parse_line(&enc.line_str(1)).unwrap(),
+            ParsedLine::expected_for(&points[3])
+        );
+    }
+
+    #[test]
+    fn the_parser_reads_influxdb_examples() {
+        let p = parse_line(r#"w\ x,t\=k=v\,1 s="a \"q\" \\",b=t,u=7u,i=-3i,f=-1.5e-7 17"#).unwrap();
+        assert_eq!(p.measurement, "w x");
+        assert_eq!(p.tags, [("t=k".to_owned(), "v,1".to_owned())]);
+        assert_eq!(
+            p.fields,
+            [
+                ("s".to_owned(), FieldValue::Str(r#"a "q" \"#.to_owned())),
+                ("b".to_owned(), FieldValue::Bool(true)),
+                ("u".to_owned(), FieldValue::UInt(7)),
+                ("i".to_owned(), FieldValue::Int(-3)),
+                ("f".to_owned(), FieldValue::Float(-1.5e-7)),
+            ]
+        );
+        assert_eq!(p.timestamp, Some(17));
+        assert_eq!(parse_line("m v=1").unwrap().timestamp, None);
+        for bad in [
+            "m",
+            "m v=",
+            "m v=NaN",
+            "m v=inf",
+            ",t=1 v=1",
+            "m,t= v=1",
+            "m,t=a=b v=1",
+            "m v=1 x",
+            "m v=1 1 2",
+            "m v=\"open",
+        ] {
+            assert!(parse_line(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    fn nasty_text() -> impl Strategy<Value = String> {
+        // Every delimiter, escape and control character line protocol cares about.
+        proptest::string::string_regex(r#"[a-zA-Z0-9 ,="'\\\n\r\t#éß€🚀._-]{0,12}"#).unwrap()
+    }
+
+    fn any_float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => proptest::num::f64::ANY,
+            1 => Just(f64::NAN),
+            1 => Just(f64::INFINITY),
+            1 => Just(-0.0),
+            1 => Just(5e-324),
+            1 => Just(f64::MAX),
+        ]
+    }
+
+    prop_compose! {
+        fn any_candle()(symbol in nasty_text(), m5 in any::<bool>(), time in any::<i64>(),
+                        ohlcv in proptest::array::uniform5(any_float()),
+                        quote_volume in proptest::option::of(any_float()),
+                        trades in proptest::option::of(0..=i64::MAX as u64),
+                        vwap in proptest::option::of(any_float())) -> Point {
+            Point::Candle(CandlePoint {
+                symbol: Arc::from(symbol.as_str()),
+                source: if m5 { Source::Replay } else { Source::Live },
+                interval: if m5 { Interval::M5 } else { Interval::H1 },
+                time,
+                open: ohlcv[0], high: ohlcv[1], low: ohlcv[2], close: ohlcv[3], volume: ohlcv[4],
+                quote_volume, trades, taker_buy_base: quote_volume.map(|q| q / 3.0),
+                taker_buy_quote: None, vwap,
+            })
+        }
+    }
+
+    prop_compose! {
+        fn any_indicator()(symbol in nasty_text(), source in proptest::option::of(any::<bool>()),
+                           time in any::<i64>(),
+                           values in proptest::collection::vec(proptest::option::of(any_float()), 12))
+                           -> Point {
+            let v = |i: usize| values[i];
+            Point::Indicator(IndicatorPoint {
+                symbol: Arc::from(symbol.as_str()),
+                source: source.map(|s| if s { Source::Replay } else { Source::Live }),
+                time,
+                sma_20: v(0), ema_12: v(1), ema_26: v(2), macd: v(3), macd_signal: v(4),
+                macd_hist: v(5), rsi_14: v(6), bb_mid: v(7), bb_upper: v(8), bb_lower: v(9),
+                log_return: v(10), volatility_20: v(11),
+            })
+        }
+    }
+
+    /// Whether `symbol` is one the encoder must refuse, decided from the documented rules.
+    fn unrepresentable(symbol: &str) -> bool {
+        let b = symbol.as_bytes();
+        b.is_empty()
+            || b.iter().any(|c| c.is_ascii_control())
+            || b.iter().enumerate().any(|(i, &c)| {
+                c == b'\\' && matches!(b.get(i + 1), None | Some(b'\\' | b',' | b'=' | b' '))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn every_point_reads_back_exactly_or_is_refused(point in prop_oneof![any_candle(), any_indicator()]) {
+            let symbol = match &point { Point::Candle(c) => c.symbol.clone(), Point::Indicator(i) => i.symbol.clone() };
+            let mut out = b"before\n".to_vec();
+            match encode(&point, &mut out) {
+                Err(e) => {
+                    prop_assert!(unrepresentable(&symbol), "refused {symbol:?}: {e}");
+                    prop_assert_eq!(&out, b"before\n");
+                }
+                Ok(false) => {
+                    prop_assert!(ParsedLine::expected_for(&point).fields.is_empty());
+                    prop_assert_eq!(&out, b"before\n");
+                }
+                Ok(true) => {
+                    prop_assert!(!unrepresentable(&symbol), "accepted {symbol:?}");
+                    let text = std::str::from_utf8(&out[7..]).unwrap();
+                    // Exactly one line: a value can never start a second point.
+                    prop_assert_eq!(text.matches('\n').count(), 1);
+                    prop_assert!(text.ends_with('\n'));
+                    let parsed = parse_line(text.trim_end_matches('\n')).unwrap();
+                    let want = ParsedLine::expected_for(&point);
+                    // Floats compare bit for bit (also tells -0.0 from 0.0).
+                    let bits = |l: &ParsedLine| l.fields.iter().map(|(k, v)| match v {
+                        FieldValue::Float(x) => (k.clone(), x.to_bits()),
+                        FieldValue::Int(i) => (k.clone(), *i as u64),
+                        other => panic!("unexpected field {other:?}"),
+                    }).collect::<Vec<_>>();
+                    prop_assert_eq!(bits(&parsed), bits(&want));
+                    prop_assert_eq!(parsed, want);
+                }
+            }
+        }
+    }
+}
