@@ -44,7 +44,9 @@ impl FromStr for Source {
         match s {
             "replay" => Ok(Source::Replay),
             "live" => Ok(Source::Live),
-            other => Err(format!("unknown source {other:?} (expected \"replay\" or \"live\")")),
+            other => Err(format!(
+                "unknown source {other:?} (expected \"replay\" or \"live\")"
+            )),
         }
     }
 }
@@ -169,9 +171,15 @@ mod tests {
         let t = 1_614_556_800_000; // 2021-03-01T00:00Z, an hour boundary
         assert_eq!(Interval::H1.window_start(t), t);
         assert_eq!(Interval::H1.window_start(t + 59 * MINUTE_MS), t);
-        assert_eq!(Interval::H1.window_start(t + 60 * MINUTE_MS), t + 60 * MINUTE_MS);
+        assert_eq!(
+            Interval::H1.window_start(t + 60 * MINUTE_MS),
+            t + 60 * MINUTE_MS
+        );
         assert_eq!(Interval::M15.window_start(t + 14 * MINUTE_MS), t);
-        assert_eq!(Interval::M5.window_start(t + 7 * MINUTE_MS), t + 5 * MINUTE_MS);
+        assert_eq!(
+            Interval::M5.window_start(t + 7 * MINUTE_MS),
+            t + 5 * MINUTE_MS
+        );
         // negative times floor, not truncate
         assert_eq!(Interval::M5.window_start(-1), -5 * MINUTE_MS);
     }

@@ -45,6 +45,17 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every value [`DecodeError::kind`] can take (metrics pre-create one series each).
+    pub const KINDS: [&'static str; 7] = [
+        "empty",
+        "too_large",
+        "malformed_json",
+        "unsupported_version",
+        "unknown_source",
+        "unsupported_interval",
+        "invalid_candle",
+    ];
+
     /// A short, fixed label for metrics (`reason` label): bounded cardinality.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -235,7 +246,10 @@ mod tests {
         let mut buf = Vec::new();
         encode(&c, 1, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
-        assert!(!text.contains("quote_volume"), "absent stays absent: {text}");
+        assert!(
+            !text.contains("quote_volume"),
+            "absent stays absent: {text}"
+        );
     }
 
     #[test]
@@ -244,21 +258,60 @@ mod tests {
             ("", "empty payload"),
             ("{", "malformed JSON"),
             (r#"{"v":2,"x":1}"#, "unsupported schema version 2"),
-            (&EXAMPLE.replace("\"v\":1", "\"v\":3"), "unsupported schema version 3"),
-            (&EXAMPLE.replace("\"open\":45134.11,", ""), "missing field `open`"),
-            (&EXAMPLE.replace("45134.11", "\"NaN\""), "invalid type: string"),
-            (&EXAMPLE.replace("\"replay\"", "\"kraken\""), "unknown source \"kraken\""),
-            (&EXAMPLE.replace("\"1m\"", "\"5m\""), "unsupported interval \"5m\""),
-            (&EXAMPLE.replace("1523", "-4"), "invalid value: integer `-4`"),
+            (
+                &EXAMPLE.replace("\"v\":1", "\"v\":3"),
+                "unsupported schema version 3",
+            ),
+            (
+                &EXAMPLE.replace("\"open\":45134.11,", ""),
+                "missing field `open`",
+            ),
+            (
+                &EXAMPLE.replace("45134.11", "\"NaN\""),
+                "invalid type: string",
+            ),
+            (
+                &EXAMPLE.replace("\"replay\"", "\"kraken\""),
+                "unknown source \"kraken\"",
+            ),
+            (
+                &EXAMPLE.replace("\"1m\"", "\"5m\""),
+                "unsupported interval \"5m\"",
+            ),
+            (
+                &EXAMPLE.replace("1523", "-4"),
+                "invalid value: integer `-4`",
+            ),
             (&EXAMPLE.replace("123.4", "-123.4"), "`volume` is negative"),
-            (&EXAMPLE.replace("45200.0", "45000.0"), "high 45000 is below low 45100"),
+            (
+                &EXAMPLE.replace("45200.0", "45000.0"),
+                "high 45000 is below low 45100",
+            ),
         ];
         for (payload, expected) in cases {
             let err = decode(payload.as_bytes()).unwrap_err().to_string();
-            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
         }
         let big = vec![b' '; MAX_MESSAGE_BYTES + 1];
         assert!(matches!(decode(&big), Err(DecodeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn every_kind_is_listed() {
+        let errors = [
+            DecodeError::Empty,
+            DecodeError::TooLarge(1),
+            DecodeError::Json(serde_json::from_str::<u8>("x").unwrap_err()),
+            DecodeError::UnsupportedVersion(2),
+            DecodeError::UnknownSource("x".into()),
+            DecodeError::UnsupportedInterval("5m".into()),
+            DecodeError::Invalid(InvalidCandle::EmptySymbol),
+        ];
+        let kinds: Vec<&str> = errors.iter().map(DecodeError::kind).collect();
+        assert_eq!(kinds, DecodeError::KINDS);
     }
 
     #[test]

@@ -82,7 +82,10 @@ async fn metrics(State(s): State<HttpState>) -> Response {
     let mut buf = Vec::with_capacity(16 * 1024);
     match TextEncoder::new().encode(&s.registry.gather(), &mut buf) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, TextEncoder::new().format_type().to_owned())],
+            [(
+                header::CONTENT_TYPE,
+                TextEncoder::new().format_type().to_owned(),
+            )],
             buf,
         )
             .into_response(),
@@ -152,7 +155,10 @@ mod tests {
     #[test]
     fn readiness_needs_every_check() {
         let r = Readiness::default();
-        assert!(r.is_ready(), "no checks registered means nothing to wait for");
+        assert!(
+            r.is_ready(),
+            "no checks registered means nothing to wait for"
+        );
         r.register("kafka", "not connected yet");
         assert!(!r.is_ready());
         r.set("kafka", true, "connected");

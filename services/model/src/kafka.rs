@@ -61,9 +61,8 @@ pub async fn ensure_topic(
 ) -> anyhow::Result<()> {
     let mut cfg = args.client_config();
     args.finish(&mut cfg);
-    let admin: AdminClient<DefaultClientContext> = cfg
-        .create()
-        .context("creating the Kafka admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        cfg.create().context("creating the Kafka admin client")?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
@@ -80,6 +79,30 @@ pub async fn ensure_topic(
         }
     }
     Ok(())
+}
+
+/// [`ensure_topic`], retried every 2 s while the brokers are unreachable (they may still be
+/// starting). Returns `Ok(false)` when `shutdown` fires first.
+pub async fn ensure_topic_retrying(
+    args: &KafkaArgs,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    shutdown: &crate::shutdown::Shutdown,
+) -> anyhow::Result<bool> {
+    let mut shutdown = shutdown.clone();
+    loop {
+        match ensure_topic(args, topic, partitions, replication).await {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                tracing::warn!("{e:#}; retrying in 2s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown.recv() => return Ok(false),
+                }
+            }
+        }
+    }
 }
 
 /// A readiness check for `/readyz`: do the brokers answer a metadata request?

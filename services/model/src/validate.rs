@@ -138,9 +138,12 @@ mod tests {
         assert_eq!(validate(&good()), Ok(()));
     }
 
+    /// A change that breaks one rule.
+    type Breakage = Box<dyn Fn(&mut Candle)>;
+
     #[test]
     fn each_rule_names_what_is_wrong() {
-        let cases: Vec<(Box<dyn Fn(&mut Candle)>, &str)> = vec![
+        let cases: Vec<(Breakage, &str)> = vec![
             (Box::new(|c| c.symbol = String::new()), "empty"),
             (Box::new(|c| c.symbol = "A".repeat(33)), "longer than 32"),
             (Box::new(|c| c.symbol = "BTC USDT".into()), "' '"),
@@ -148,21 +151,33 @@ mod tests {
             (Box::new(|c| c.symbol = "a=b".into()), "'='"),
             (Box::new(|c| c.symbol = "a\nb".into()), "'\\n'"),
             (Box::new(|c| c.open = f64::NAN), "`open` is not a finite"),
-            (Box::new(|c| c.high = f64::INFINITY), "`high` is not a finite"),
+            (
+                Box::new(|c| c.high = f64::INFINITY),
+                "`high` is not a finite",
+            ),
             (Box::new(|c| c.volume = -1.0), "`volume` is negative"),
-            (Box::new(|c| c.quote_volume = Some(-2.0)), "`quote_volume` is negative"),
+            (
+                Box::new(|c| c.quote_volume = Some(-2.0)),
+                "`quote_volume` is negative",
+            ),
             (Box::new(|c| c.low = 13.0), "high 12 is below low 13"),
             (Box::new(|c| c.close = 12.5), "`close` = 12.5 is outside"),
             (Box::new(|c| c.open = 8.0), "`open` = 8 is outside"),
             (Box::new(|c| c.open_time += 1), "not aligned"),
             (Box::new(|c| c.open_time = 0), "outside 2000-01-01"),
-            (Box::new(|c| c.open_time = MAX_OPEN_TIME_MS), "outside 2000-01-01"),
+            (
+                Box::new(|c| c.open_time = MAX_OPEN_TIME_MS),
+                "outside 2000-01-01",
+            ),
         ];
         for (mutate, expected) in cases {
             let mut c = good();
             mutate(&mut c);
             let err = validate(&c).expect_err(expected).to_string();
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
     }
 }

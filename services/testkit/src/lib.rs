@@ -15,13 +15,18 @@
 //! Children are spawned from one long-lived thread with `PR_SET_PDEATHSIG`, so even the shared
 //! servers (held in statics, which Rust never drops) are killed when the test binary exits.
 
+pub mod fixtures;
+pub mod http_client;
 mod kafka;
+pub mod pipeline;
 mod process;
 mod servers;
+pub mod slow_proxy;
+pub mod yahoo;
 
 pub use kafka::{produce_raw, read_topic, TopicRecord};
 pub use process::{free_port, require_binary, wait_until, ChildServer};
-pub use servers::{get, Influxd, Prometheus, Tansu, TansuStorage};
+pub use servers::{encode_query, get, percent, Influxd, Prometheus, Tansu, TansuStorage};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

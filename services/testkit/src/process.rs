@@ -109,8 +109,8 @@ impl ChildServer {
         cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log handle"))
             .stderr(file);
-        let child = spawn_tied_to_process(cmd)
-            .unwrap_or_else(|e| panic!("starting {name} failed: {e}"));
+        let child =
+            spawn_tied_to_process(cmd).unwrap_or_else(|e| panic!("starting {name} failed: {e}"));
         ChildServer {
             name: name.to_owned(),
             child: Some(child),
@@ -122,7 +122,7 @@ impl ChildServer {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     /// Panics (with the log tail) when the process has exited.
@@ -145,6 +145,13 @@ impl ChildServer {
             self.assert_running();
             ready()
         });
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The OS process id.

@@ -43,7 +43,8 @@ fn http_post_form(url: &str, form: &[(&str, &str)]) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-fn encode_query(pairs: &[(&str, &str)]) -> String {
+/// `k=v&…` with the values percent-encoded (RFC 3986 unreserved characters kept).
+pub fn encode_query(pairs: &[(&str, &str)]) -> String {
     pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", percent(v)))
@@ -51,7 +52,8 @@ fn encode_query(pairs: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn percent(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn percent(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -107,7 +109,8 @@ impl Tansu {
         let url = format!("tcp://127.0.0.1:{port}");
         let engine = match storage {
             TansuStorage::Memory => "memory://tansu/".to_owned(),
-            TansuStorage::Sqlite(p) => format!("sqlite://{}", p.display()),
+            // tansu reads `sqlite:///abs` as relative to its working directory: one more slash.
+            TansuStorage::Sqlite(p) => format!("sqlite:///{}", p.display()),
         };
         let mut cmd = Command::new(bin);
         cmd.arg("broker")
@@ -201,9 +204,7 @@ bind-address = "127.0.0.1:{rpc}"
         let log = root.join(format!("influxd-{port}.log"));
         let mut server = ChildServer::spawn("influxd", cmd, log);
         let ping = format!("http://127.0.0.1:{port}/ping");
-        server.wait_ready(START_TIMEOUT, || {
-            matches!(http_get(&ping), Some((204, _)))
-        });
+        server.wait_ready(START_TIMEOUT, || matches!(http_get(&ping), Some((204, _))));
         server
     }
 
@@ -319,7 +320,10 @@ impl Prometheus {
         );
         let (status, body) =
             http_get(&url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
-        assert!(status < 300, "prometheus answered {status} to {promql:?}: {body}");
+        assert!(
+            status < 300,
+            "prometheus answered {status} to {promql:?}: {body}"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
         v["data"]["result"].clone()
     }
@@ -342,7 +346,10 @@ impl Prometheus {
         );
         let (status, body) =
             http_get(&url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
-        assert!(status < 300, "prometheus answered {status} to {promql:?}: {body}");
+        assert!(
+            status < 300,
+            "prometheus answered {status} to {promql:?}: {body}"
+        );
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
         v["data"]["result"].clone()
     }
