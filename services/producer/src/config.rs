@@ -1,0 +1,170 @@
+//! The producer's command line: one clap struct, every flag also an environment variable.
+//! The README's configuration table is generated from the same names; a test compares them.
+
+use crate::mode::Mode;
+use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::time::{parse_duration, parse_instant_ms};
+use clap::{ArgAction, Parser};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Publishes 1-minute crypto candles to Kafka, replayed from Binance-format parquet files or
+/// polled live from Yahoo Finance.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "producer", version, about)]
+pub struct ProducerConfig {
+    /// Source to start with; switch at runtime with `POST /mode`.
+    #[arg(long, env = "PRODUCER_MODE", value_enum, default_value = "replay")]
+    pub mode: Mode,
+
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Partitions of the topic when the producer creates it.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 6)]
+    pub partitions: i32,
+
+    /// Replication factor of the topic when the producer creates it.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+
+    /// Compression of produced batches: lz4, zstd, snappy, gzip or none.
+    #[arg(long, env = "KAFKA_COMPRESSION", default_value = "lz4")]
+    pub compression: String,
+
+    /// How long librdkafka waits to fill a batch (`linger.ms`).
+    #[arg(long, env = "KAFKA_LINGER", value_parser = parse_duration, default_value = "20ms")]
+    pub linger: Duration,
+
+    /// Give up on an unacknowledged candle after this long; `0s` never gives up (the
+    /// producer waits for the broker instead of dropping data).
+    #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_parser = parse_duration, default_value = "0s")]
+    pub delivery_timeout: Duration,
+
+    /// Folder of `BASE-QUOTE.parquet` files (Kaggle binance-full-history schema).
+    #[arg(long, env = "DATASET_DIR", default_value = "dataset")]
+    pub dataset: PathBuf,
+
+    /// Replay pace as a multiple of market time (60 = a market minute per second), or `max`.
+    #[arg(long, env = "REPLAY_SPEED", default_value = "60")]
+    pub speed: String,
+
+    /// Start over when the dataset ends (default on; `--no-loop` to stop).
+    #[arg(long = "loop", env = "REPLAY_LOOP", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true")]
+    pub looping: bool,
+
+    /// Replay the dataset once, exit 0 when every candle is acknowledged.
+    #[arg(long = "no-loop")]
+    pub no_loop: bool,
+
+    /// Shift timestamps so the replay ends at the present and then ticks in real time
+    /// (default on; `--no-rebase` keeps the original timestamps).
+    #[arg(long = "rebase", env = "REPLAY_REBASE", action = ArgAction::Set, num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true")]
+    pub rebase: bool,
+
+    /// Keep the dataset's original timestamps.
+    #[arg(long = "no-rebase")]
+    pub no_rebase: bool,
+
+    /// With rebase: how much of the dataset lands in the past, sent at `--speed`.
+    #[arg(long, env = "REPLAY_BACKFILL", value_parser = parse_duration, default_value = "24h")]
+    pub backfill: Duration,
+
+    /// Replay only candles at or after this instant (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, env = "REPLAY_START", value_parser = parse_instant_ms)]
+    pub start: Option<i64>,
+
+    /// Replay only candles before this instant (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, env = "REPLAY_END", value_parser = parse_instant_ms)]
+    pub end: Option<i64>,
+
+    /// Log and skip unreadable dataset files instead of refusing to start.
+    #[arg(long, env = "REPLAY_SKIP_BAD_FILES")]
+    pub skip_bad_files: bool,
+
+    /// When switching back to replay at runtime: `resume` where it stopped, or `restart`.
+    #[arg(long, env = "REPLAY_ON_SWITCH", value_enum, default_value = "resume")]
+    pub replay_on_switch: ReplayOnSwitch,
+
+    /// Symbols to publish, comma separated. Replay: file stems (default all files).
+    /// Live: Yahoo tickers (default BTC-USD,ETH-USD,USDT-USD,BNB-USD,USDC-USD).
+    #[arg(long, env = "SYMBOLS", value_delimiter = ',')]
+    pub symbols: Option<Vec<String>>,
+
+    /// Live mode: how often each symbol's chart is polled.
+    #[arg(long, env = "LIVE_POLL_INTERVAL", value_parser = parse_duration, default_value = "15s")]
+    pub poll_interval: Duration,
+
+    /// Live mode: how much recent 1m history to backfill on start (Yahoo keeps about 7 days).
+    #[arg(long, env = "LIVE_BACKFILL", value_parser = parse_duration, default_value = "1d")]
+    pub live_backfill: Duration,
+
+    /// Live mode: base URL for every Yahoo request (tests, proxies). Default: Yahoo's own.
+    #[arg(long, env = "YAHOO_BASE_URL")]
+    pub yahoo_base_url: Option<String>,
+
+    /// Live mode: timeout of one Yahoo request.
+    #[arg(long, env = "LIVE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub live_request_timeout: Duration,
+
+    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, `/mode`).
+    #[arg(long, env = "PRODUCER_HTTP_ADDR", default_value = "0.0.0.0:9101")]
+    pub http_addr: SocketAddr,
+
+    /// Bearer token required by `POST /mode`. Without one, only loopback clients may switch.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long a shutdown waits for in-flight candles to be acknowledged.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub shutdown_timeout: Duration,
+}
+
+/// What a switch back to replay does.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayOnSwitch {
+    /// Continue after the last candle sent.
+    Resume,
+    /// Start the dataset over.
+    Restart,
+}
+
+impl ProducerConfig {
+    /// `--loop` unless `--no-loop` (or `REPLAY_LOOP=false`).
+    pub fn looping(&self) -> bool {
+        self.looping && !self.no_loop
+    }
+
+    /// `--rebase` unless `--no-rebase` (or `REPLAY_REBASE=false`).
+    pub fn rebase(&self) -> bool {
+        self.rebase && !self.no_rebase
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        ProducerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn loop_and_rebase_negations() {
+        let c =
+            ProducerConfig::parse_from(["producer", "--no-loop", "--no-rebase", "--speed", "max"]);
+        assert!(!c.looping());
+        assert!(!c.rebase());
+        let d = ProducerConfig::parse_from(["producer"]);
+        assert!(d.looping() && d.rebase());
+        assert_eq!(d.kafka.topic, "candles");
+        assert_eq!(d.http_addr.port(), 9101);
+        let e = ProducerConfig::parse_from(["producer", "--loop=false"]);
+        assert!(!e.looping());
+    }
+}

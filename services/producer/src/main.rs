@@ -1,0 +1,154 @@
+//! `producer`: wires the sources, the Kafka sink and the HTTP server together.
+
+use anyhow::Context;
+use candlepipe_model::http::{self, Readiness};
+use candlepipe_model::{kafka, shutdown, telemetry};
+use candlepipe_producer::config::ProducerConfig;
+use candlepipe_producer::metrics::ProducerMetrics;
+use candlepipe_producer::mode::{Mode, Supervisor, SupervisorEnd};
+use candlepipe_producer::sink::{KafkaSink, SinkOptions};
+use candlepipe_producer::source::live::{LiveOptions, LiveSource};
+use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
+use candlepipe_producer::{admin, progress};
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Live symbols when `--symbols` is not given.
+const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-USD", "USDC-USD"];
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    telemetry::init();
+    let cfg = ProducerConfig::parse();
+    match run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("producer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
+    let metrics = ProducerMetrics::new();
+    let readiness = Readiness::default();
+    readiness.register("kafka", "not connected yet");
+    let (trigger, shutdown) = shutdown::channel();
+    trigger.fire_on_signals();
+
+    let speed: Speed = cfg
+        .speed
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--speed / REPLAY_SPEED: {e}"))?;
+    let replay_opts = ReplayOptions {
+        dataset: cfg.dataset.clone(),
+        symbols: cfg.symbols.clone().filter(|_| cfg.mode == Mode::Replay),
+        start: cfg.start,
+        end: cfg.end,
+        speed,
+        looping: cfg.looping(),
+        rebase: cfg.rebase(),
+        backfill: cfg.backfill,
+        skip_bad_files: cfg.skip_bad_files,
+    };
+    let replay = match ReplaySource::open(replay_opts) {
+        Ok(r) => Some(r),
+        Err(e) if cfg.mode == Mode::Live => {
+            tracing::warn!("replay unavailable: {e}");
+            None
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("opening the dataset {}", cfg.dataset.display()))
+        }
+    };
+    if let Some(r) = &replay {
+        progress::spawn_replay_gauges(r.stats(), metrics.clone(), shutdown.clone());
+    }
+    let live_symbols = match (&cfg.symbols, cfg.mode) {
+        (Some(s), Mode::Live) => s.clone(),
+        _ => DEFAULT_LIVE_SYMBOLS.iter().map(|s| s.to_string()).collect(),
+    };
+    let live = LiveSource::new(
+        LiveOptions {
+            symbols: live_symbols,
+            poll_interval: cfg.poll_interval,
+            backfill: cfg.live_backfill,
+            base_url: cfg.yahoo_base_url.clone(),
+            request_timeout: cfg.live_request_timeout,
+            kafka: cfg.kafka.clone(),
+        },
+        metrics.clone(),
+    )?;
+
+    let sink = KafkaSink::new(
+        &cfg.kafka,
+        SinkOptions {
+            topic: cfg.kafka.topic.clone(),
+            compression: cfg.compression.clone(),
+            linger: cfg.linger,
+            delivery_timeout: cfg.delivery_timeout,
+        },
+        metrics.clone(),
+    )?;
+    let (sink_tx, sink_rx) = tokio::sync::mpsc::channel(4096);
+    let (supervisor, control) = Supervisor::new(
+        cfg.mode,
+        replay,
+        Some(live),
+        cfg.replay_on_switch,
+        sink_tx,
+        metrics.clone(),
+    );
+
+    let app = http::router(metrics.registry.clone(), readiness.clone())
+        .merge(admin::router(control, cfg.admin_token.clone()));
+    let server = tokio::spawn(http::serve(cfg.http_addr, app, shutdown.clone()).await?);
+    let probe = sink.producer();
+    http::spawn_probe(
+        readiness.clone(),
+        "kafka",
+        Duration::from_secs(5),
+        shutdown.clone(),
+        move || kafka::probe_brokers(probe.clone()),
+    );
+
+    // The topic must exist before the first candle: create it (6 partitions) if missing.
+    let created = kafka::ensure_topic_retrying(
+        &cfg.kafka,
+        &cfg.kafka.topic,
+        cfg.partitions,
+        cfg.replication_factor,
+        &shutdown,
+    )
+    .await?;
+    if !created {
+        return Ok(());
+    }
+
+    let sink_task = tokio::spawn(sink.run(sink_rx));
+    let end = supervisor.run(shutdown.clone()).await?;
+    // The supervisor (and with it the last sender) is gone: the sink drains and stops.
+    let drained = if end == SupervisorEnd::Shutdown {
+        match tokio::time::timeout(cfg.shutdown_timeout, sink_task).await {
+            Ok(joined) => joined,
+            Err(_) => anyhow::bail!(
+                "{} candles were still unacknowledged after {:?}; they were not delivered",
+                metrics.in_flight.get(),
+                cfg.shutdown_timeout
+            ),
+        }
+    } else {
+        sink_task.await
+    };
+    let summary = drained.context("Kafka sink task panicked")??;
+    tracing::info!(
+        acknowledged = summary.acked,
+        resent = summary.resent,
+        "every candle is acknowledged; exiting"
+    );
+    trigger.fire();
+    let _ = server.await;
+    Ok(())
+}
