@@ -1,0 +1,727 @@
+//! The micro-batch engine: Kafka in, InfluxDB out, offsets committed only after the write.
+//!
+//! One loop, like a Spark Structured Streaming query with a processing-time trigger:
+//!
+//! 1. **Collect** messages until `--max-batch` messages or `--trigger` elapsed. Each message
+//!    is decoded and validated as it arrives; a bad one becomes a [`DeadLetter`].
+//! 2. **Rebalance**: partitions revoked since the last batch lose their buffered messages and
+//!    their symbols' state (their new owner will re-read them); partitions assigned get their
+//!    state **rebuilt** by re-reading history before the committed offset, so indicators
+//!    continue exactly as in an uninterrupted run.
+//! 3. **Aggregate**: apply candles to the per-symbol state and take every point they changed.
+//! 4. **Write** the points to InfluxDB. The sink retries until InfluxDB accepts them; while it
+//!    cannot, the assigned partitions are paused (bounded memory) and the loop waits.
+//! 5. **Dead letters** (bad messages, points InfluxDB refused) are produced and acknowledged.
+//! 6. **Commit** the next offset of every partition in the batch.
+//!
+//! A crash anywhere before 6 means the batch is read again; since every point is a pure
+//! function of its candles, writing it twice changes nothing (exactly-once *effect*).
+//!
+//! **Offsets are checked, not trusted.** The loop knows the next offset it expects from every
+//! partition (the committed offset after an assignment, then each message's offset + 1).
+//! Some brokers (tansu 0.6.0) answer a fetch that starts *inside* a stored record batch with
+//! the following batch, silently skipping the rest of the batch the committed offset points
+//! into. So after an assignment and after a pause the consumer seeks to the start of that
+//! record batch ([`MicroBatchEngine::realign`]) and drops what it already has, and any later
+//! gap triggers one re-seek before it is accepted as real (compaction can make real gaps).
+
+use crate::dlq::{DeadLetter, DeadLetters};
+use crate::metrics::ConsumerMetrics;
+use crate::point::Point;
+use crate::sink::{InfluxSink, SinkError, WriteOutcome};
+use crate::state::{Aggregator, Applied};
+use anyhow::{bail, Context as _};
+use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::shutdown::Shutdown;
+use candlepipe_model::{codec, time, Candle};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Candles of history a symbol needs after a rebuild for its indicators to match an
+/// uninterrupted run: the EMA/RSI seeds fade below 1e-12 after about 500 candles.
+pub const REBUILD_HISTORY: usize = 600;
+
+/// How long a write may take before fetching is paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(2);
+
+/// Batch engine settings.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub group: String,
+    pub session_timeout: Duration,
+    pub max_poll_interval: Duration,
+    pub trigger: Duration,
+    pub max_batch: usize,
+    pub horizon: Duration,
+    pub rebuild_messages: i64,
+}
+
+/// A partition change seen by the rebalance callbacks, handled at the next batch boundary.
+#[derive(Debug)]
+enum PartitionEvent {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// librdkafka callbacks: rebalances are queued for the loop; statistics feed the lag gauge.
+pub struct BatchContext {
+    topic: String,
+    events: Mutex<Vec<PartitionEvent>>,
+    metrics: ConsumerMetrics,
+}
+
+impl BatchContext {
+    fn partitions(&self, tpl: &TopicPartitionList) -> Vec<i32> {
+        tpl.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect()
+    }
+}
+
+impl ClientContext for BatchContext {
+    fn stats(&self, stats: Statistics) {
+        if let Some(t) = stats.topics.get(&self.topic) {
+            for (p, s) in &t.partitions {
+                if *p >= 0 && s.consumer_lag >= 0 {
+                    self.metrics
+                        .lag
+                        .with_label_values(&[&p.to_string()])
+                        .set(s.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for BatchContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let ps = self.partitions(tpl);
+            tracing::info!(partitions = ?ps, "partitions revoked");
+            for p in &ps {
+                let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
+            }
+            self.events
+                .lock()
+                .expect("events lock")
+                .push(PartitionEvent::Revoked(ps));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let ps = self.partitions(tpl);
+                tracing::info!(partitions = ?ps, "partitions assigned");
+                self.events
+                    .lock()
+                    .expect("events lock")
+                    .push(PartitionEvent::Assigned(ps));
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// One message taken into a batch.
+struct Incoming {
+    partition: i32,
+    offset: i64,
+    item: Result<Candle, DeadLetter>,
+}
+
+/// The consumer loop and everything it owns.
+pub struct MicroBatchEngine {
+    consumer: StreamConsumer<BatchContext>,
+    kafka: KafkaArgs,
+    opts: BatchOptions,
+    aggregator: Aggregator,
+    sink: InfluxSink,
+    dlq: DeadLetters,
+    metrics: ConsumerMetrics,
+    /// Partitions this member owns now.
+    owned: BTreeSet<i32>,
+    /// For each partition whose state we hold: the next offset after what the state has seen
+    /// (what we committed last). A reassigned partition keeps its state only if this matches
+    /// the group's committed offset.
+    state_next: HashMap<i32, i64>,
+    /// Which partition each symbol arrives on (key = symbol, so exactly one).
+    symbol_partition: HashMap<String, i32>,
+    /// The next offset expected from each owned partition.
+    expected: HashMap<i32, i64>,
+    /// A gap already re-read once: (partition → the offset after it). Seen again, it is real.
+    accepted_gap: HashMap<i32, i64>,
+}
+
+impl MicroBatchEngine {
+    /// Builds the group consumer.
+    pub fn new(
+        kafka: KafkaArgs,
+        opts: BatchOptions,
+        sink: InfluxSink,
+        dlq: DeadLetters,
+        metrics: ConsumerMetrics,
+    ) -> anyhow::Result<Self> {
+        let mut cfg = kafka.client_config();
+        let session_ms = opts.session_timeout.as_millis().max(1000);
+        cfg.set("group.id", &opts.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", session_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (session_ms / 3).max(100).to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                opts.max_poll_interval
+                    .as_millis()
+                    .max(session_ms)
+                    .to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            // Bounded prefetch: a stalled sink holds at most this much per member.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "16777216");
+        kafka.finish(&mut cfg);
+        let context = BatchContext {
+            topic: kafka.topic.clone(),
+            events: Mutex::new(Vec::new()),
+            metrics: metrics.clone(),
+        };
+        let consumer: StreamConsumer<BatchContext> = cfg
+            .create_with_context(context)
+            .context("creating the Kafka consumer")?;
+        let horizon_ms = opts.horizon.as_millis() as i64;
+        Ok(MicroBatchEngine {
+            consumer,
+            kafka,
+            opts,
+            aggregator: Aggregator::new(horizon_ms),
+            sink,
+            dlq,
+            metrics,
+            owned: BTreeSet::new(),
+            state_next: HashMap::new(),
+            symbol_partition: HashMap::new(),
+            expected: HashMap::new(),
+            accepted_gap: HashMap::new(),
+        })
+    }
+
+    /// Runs until `shutdown`: the batch in progress is finished and committed first.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        self.consumer
+            .subscribe(&[&self.kafka.topic])
+            .with_context(|| format!("subscribing to {}", self.kafka.topic))?;
+        tracing::info!(topic = %self.kafka.topic, group = %self.opts.group,
+            trigger = ?self.opts.trigger, max_batch = self.opts.max_batch, "consuming");
+        let mut points = Vec::new();
+        loop {
+            let mut batch = self.collect(&mut shutdown).await;
+            self.handle_rebalances(&mut batch).await?;
+            let batch = self.admit(batch)?;
+            if !batch.is_empty() {
+                self.process(batch, &mut points, &shutdown).await?;
+            }
+            if shutdown.is_shutdown() {
+                break;
+            }
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("consumer stopped after committing its last batch");
+        Ok(())
+    }
+
+    /// Step 1: messages until the batch is full, the trigger fires, or shutdown.
+    async fn collect(&self, shutdown: &mut Shutdown) -> Vec<Incoming> {
+        let deadline = tokio::time::Instant::now() + self.opts.trigger;
+        let mut batch = Vec::with_capacity(self.opts.max_batch.min(65_536));
+        while batch.len() < self.opts.max_batch {
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => break,
+                r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
+                    Err(_) => break,
+                    Ok(Ok(m)) => batch.push(incoming(&m, &self.metrics)),
+                    Ok(Err(e)) => tracing::warn!("Kafka: {e}"),
+                },
+            }
+        }
+        batch
+    }
+
+    /// Step 2: applies the partition changes the callbacks queued.
+    async fn handle_rebalances(&mut self, batch: &mut Vec<Incoming>) -> anyhow::Result<()> {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock().expect("events"));
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut assigned = BTreeSet::new();
+        for ev in events {
+            match ev {
+                PartitionEvent::Revoked(ps) => {
+                    for p in ps {
+                        self.owned.remove(&p);
+                        assigned.remove(&p);
+                    }
+                }
+                PartitionEvent::Assigned(ps) => {
+                    for p in ps {
+                        self.owned.insert(p);
+                        assigned.insert(p);
+                    }
+                }
+            }
+        }
+        self.metrics
+            .assigned_partitions
+            .set(self.owned.len() as i64);
+        // Partitions no longer ours: forget their messages and state.
+        let owned = self.owned.clone();
+        batch.retain(|m| owned.contains(&m.partition));
+        self.expected.retain(|p, _| owned.contains(p));
+        self.accepted_gap.retain(|p, _| owned.contains(p));
+        let lost: Vec<i32> = self
+            .state_next
+            .keys()
+            .copied()
+            .filter(|p| !owned.contains(p))
+            .collect();
+        for p in lost {
+            self.drop_partition_state(p);
+        }
+        // Partitions (re)assigned: keep state only if it is exactly at the committed offset.
+        for p in assigned {
+            let committed = self.committed_offset(p)?;
+            batch.retain(|m| m.partition != p || committed.is_none_or(|c| m.offset >= c));
+            let current = committed.is_some() && self.state_next.get(&p).copied() == committed;
+            if !current {
+                self.drop_partition_state(p);
+                if let Some(c) = committed {
+                    self.rebuild(p, c).await?;
+                }
+            }
+            match committed {
+                Some(c) => {
+                    self.expected.insert(p, c);
+                    if self.realign(p)? {
+                        batch.retain(|m| m.partition != p);
+                    }
+                }
+                None => {
+                    self.expected.remove(&p);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps only the messages that continue each partition exactly where expected: drops
+    /// what was already processed, and on a gap re-seeks once to the start of the record
+    /// batch holding the expected offset (dropping the partition's remaining messages).
+    fn admit(&mut self, batch: Vec<Incoming>) -> anyhow::Result<Vec<Incoming>> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut reseeked = BTreeSet::new();
+        for m in batch {
+            let p = m.partition;
+            if reseeked.contains(&p) {
+                continue;
+            }
+            if let Some(&e) = self.expected.get(&p) {
+                if m.offset < e {
+                    continue;
+                }
+                if m.offset > e {
+                    if self.accepted_gap.get(&p) != Some(&m.offset) {
+                        tracing::warn!(partition = p, expected = e, got = m.offset,
+                            "offsets skipped by the broker; re-reading from the start of the record batch");
+                        self.accepted_gap.insert(p, m.offset);
+                        if self.realign(p)? {
+                            reseeked.insert(p);
+                            continue;
+                        }
+                    }
+                    tracing::warn!(partition = p, from = e, to = m.offset,
+                        "offsets missing from the partition (compacted or deleted); continuing after them");
+                }
+            }
+            self.accepted_gap.remove(&p);
+            self.expected.insert(p, m.offset + 1);
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    /// Seeks partition `p` back to the first offset of the record batch that holds its
+    /// expected offset, when that is earlier. Returns whether it sought.
+    fn realign(&mut self, p: i32) -> anyhow::Result<bool> {
+        let Some(&expected) = self.expected.get(&p) else {
+            return Ok(false);
+        };
+        let start = self.record_batch_start(p, expected)?;
+        if start >= expected {
+            return Ok(false);
+        }
+        tracing::debug!(
+            partition = p,
+            expected,
+            seek = start,
+            "seeking to the record batch start"
+        );
+        tokio::task::block_in_place(|| {
+            self.consumer.seek(
+                &self.kafka.topic,
+                p,
+                Offset::Offset(start),
+                Duration::from_secs(10),
+            )
+        })
+        .with_context(|| format!("seeking partition {p} to offset {start}"))?;
+        Ok(true)
+    }
+
+    /// The largest offset `x <= target` from which a fetch returns a message at or before
+    /// `target`: the first offset of the record batch holding `target`. On a broker that
+    /// serves fetches from inside a batch this is `target` itself, after one probe.
+    fn record_batch_start(&self, p: i32, target: i64) -> anyhow::Result<i64> {
+        let prober = self.reader("probe")?;
+        let first_at = |x: i64| -> anyhow::Result<Option<i64>> {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(x))?;
+            prober.assign(&tpl)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                match tokio::task::block_in_place(|| prober.poll(Duration::from_millis(200))) {
+                    Some(Ok(m)) if m.offset() >= x => return Ok(Some(m.offset())),
+                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
+                    _ => {}
+                }
+            }
+            Ok(None)
+        };
+        let fits =
+            |x: i64| -> anyhow::Result<bool> { Ok(first_at(x)?.is_some_and(|o| o <= target)) };
+        if fits(target)? {
+            return Ok(target);
+        }
+        // Walk down in growing steps to an offset that fits, then bisect the last step.
+        let mut hi = target;
+        let mut step = 1;
+        let mut lo = loop {
+            let x = (target - step).max(0);
+            if fits(x)? {
+                break x;
+            }
+            hi = x;
+            if x == 0 {
+                return Ok(target);
+            }
+            step *= 2;
+        };
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// A plain reader on the topic (no group membership), for rebuilds and probes.
+    fn reader(&self, role: &str) -> anyhow::Result<BaseConsumer> {
+        let mut cfg = self.kafka.client_config();
+        cfg.set("group.id", format!("{}-{role}", self.opts.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true");
+        self.kafka.finish(&mut cfg);
+        cfg.create()
+            .with_context(|| format!("creating the {role} reader"))
+    }
+
+    fn drop_partition_state(&mut self, p: i32) {
+        self.state_next.remove(&p);
+        let map = &mut self.symbol_partition;
+        self.aggregator
+            .retain(|_, symbol| map.get(symbol).is_none_or(|sp| *sp != p));
+        map.retain(|_, sp| *sp != p);
+    }
+
+    /// The group's committed offset for `p`, `None` when nothing was committed yet.
+    fn committed_offset(&self, p: i32) -> anyhow::Result<Option<i64>> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.kafka.topic, p);
+        let got = tokio::task::block_in_place(|| {
+            self.consumer
+                .committed_offsets(tpl, Duration::from_secs(30))
+        })
+        .with_context(|| format!("reading the committed offset of partition {p}"))?;
+        Ok(got.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o),
+            _ => None,
+        }))
+    }
+
+    /// Re-reads partition `p` before `committed` into the state, writing nothing, until
+    /// every symbol seen has [`REBUILD_HISTORY`] candles or the log start is reached.
+    async fn rebuild(&mut self, p: i32, committed: i64) -> anyhow::Result<()> {
+        let reader = self.reader("rebuild")?;
+        let topic = self.kafka.topic.clone();
+        let (low, _) = tokio::task::block_in_place(|| {
+            reader.fetch_watermarks(&topic, p, Duration::from_secs(30))
+        })
+        .with_context(|| format!("watermarks of partition {p}"))?;
+        let mut window = self.opts.rebuild_messages.max(1);
+        let started = Instant::now();
+        loop {
+            let from = committed.saturating_sub(window).max(low);
+            self.drop_partition_state(p);
+            let mut read = 0u64;
+            if from < committed {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, p, Offset::Offset(from))?;
+                reader.assign(&tpl)?;
+                let mut last_progress = Instant::now();
+                let mut next = from;
+                while next < committed {
+                    let msg =
+                        tokio::task::block_in_place(|| reader.poll(Duration::from_millis(500)));
+                    match msg {
+                        Some(Ok(m)) => {
+                            next = m.offset() + 1;
+                            last_progress = Instant::now();
+                            if m.offset() >= committed {
+                                break;
+                            }
+                            read += 1;
+                            if let Ok(c) = codec::decode(m.payload().unwrap_or_default()) {
+                                self.symbol_partition.insert(c.symbol.clone(), p);
+                                self.aggregator.apply(&c);
+                            }
+                        }
+                        Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+                        Some(Err(e)) => tracing::warn!("rebuild read of partition {p}: {e}"),
+                        None if last_progress.elapsed() > Duration::from_secs(60) => {
+                            bail!("rebuilding partition {p}: no message for 60s at offset {next} (want up to {committed})")
+                        }
+                        None => {}
+                    }
+                }
+            }
+            self.metrics.rebuild_messages.inc_by(read);
+            let short = self
+                .symbol_partition
+                .iter()
+                .filter(|(_, sp)| **sp == p)
+                .any(|(s, _)| {
+                    [
+                        candlepipe_model::Source::Replay,
+                        candlepipe_model::Source::Live,
+                    ]
+                    .iter()
+                    .map(|src| self.aggregator.history_len(*src, s))
+                    .max()
+                    .unwrap_or(0)
+                        < REBUILD_HISTORY
+                });
+            if !short || from == low {
+                tracing::info!(partition = p, from, to = committed, messages = read,
+                    elapsed = ?started.elapsed(), "state rebuilt");
+                break;
+            }
+            window = window.saturating_mul(2);
+        }
+        self.aggregator.discard_pending();
+        self.state_next.insert(p, committed);
+        Ok(())
+    }
+
+    /// Steps 3 to 6 for one batch.
+    async fn process(
+        &mut self,
+        batch: Vec<Incoming>,
+        points: &mut Vec<Point>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let size = batch.len();
+        let mut next_offsets: HashMap<i32, i64> = HashMap::new();
+        let mut letters = Vec::new();
+        let mut produced_at = Vec::with_capacity(size);
+        for m in batch {
+            let next = next_offsets.entry(m.partition).or_insert(m.offset + 1);
+            *next = (*next).max(m.offset + 1);
+            match m.item {
+                Ok(c) => {
+                    if !self.symbol_partition.contains_key(&c.symbol) {
+                        self.symbol_partition.insert(c.symbol.clone(), m.partition);
+                    }
+                    if self.aggregator.apply(&c) == Applied::Late {
+                        self.metrics.late_dropped.inc();
+                    }
+                    if let Some(t) = c.produced_at {
+                        produced_at.push(t);
+                    }
+                }
+                Err(letter) => letters.push(letter),
+            }
+        }
+        points.clear();
+        self.aggregator.flush(points);
+        let outcome = self.write(points, shutdown).await?;
+        for r in outcome.rejected {
+            letters.push(DeadLetter {
+                payload: r.line.into_bytes(),
+                key: None,
+                error: r.error,
+                stage: "influx",
+                source_partition: None,
+                source_offset: None,
+            });
+        }
+        if !letters.is_empty() {
+            self.dlq.send_all(&letters).await?;
+            for l in &letters {
+                self.metrics.dlq.with_label_values(&[l.stage]).inc();
+            }
+        }
+        let written_at = time::now_ms();
+        for t in produced_at {
+            self.metrics
+                .end_to_end_latency
+                .observe((written_at - t).max(0) as f64 / 1000.0);
+        }
+        self.commit(&next_offsets);
+        self.metrics.messages.inc_by(size as u64);
+        self.metrics.batches.inc();
+        self.metrics.batch_size.observe(size as f64);
+        self.metrics
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+        tracing::debug!(messages = size, points = points.len(), elapsed = ?started.elapsed(), "batch done");
+        Ok(())
+    }
+
+    /// Step 4, pausing the partitions while InfluxDB does not accept the write.
+    async fn write(
+        &mut self,
+        points: &[Point],
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<WriteOutcome> {
+        let (outcome, paused) = self.write_pausing(points, shutdown).await;
+        if paused {
+            // Resuming fetches from the consumed position, which may sit inside a record batch.
+            let owned: Vec<i32> = self.owned.iter().copied().collect();
+            for p in owned {
+                self.realign(p)?;
+            }
+        }
+        outcome
+    }
+
+    async fn write_pausing(
+        &self,
+        points: &[Point],
+        shutdown: &Shutdown,
+    ) -> (anyhow::Result<WriteOutcome>, bool) {
+        let mut paused = false;
+        let write = self.sink.write(points, shutdown);
+        tokio::pin!(write);
+        let result = tokio::select! {
+            r = &mut write => r,
+            _ = tokio::time::sleep(PAUSE_AFTER) => {
+                let assignment = self.consumer.assignment().unwrap_or_default();
+                if let Err(e) = self.consumer.pause(&assignment) {
+                    tracing::warn!("pausing partitions: {e}");
+                }
+                self.metrics.backpressure.set(1);
+                paused = true;
+                tracing::warn!("InfluxDB is not accepting the batch yet; fetching paused until it does");
+                let r = (&mut write).await;
+                if let Err(e) = self.consumer.resume(&assignment) {
+                    tracing::warn!("resuming partitions: {e}");
+                }
+                self.metrics.backpressure.set(0);
+                r
+            }
+        };
+        let outcome = match result {
+            Ok(o) => Ok(o),
+            Err(SinkError::Stopped) => Err(anyhow::anyhow!(
+                "shut down while InfluxDB was not accepting the batch; its offsets are not \
+                 committed, so it will be processed again on the next start"
+            )),
+            Err(e) => Err(e).context("writing to InfluxDB"),
+        };
+        (outcome, paused)
+    }
+
+    /// Step 6. A failed commit (a rebalance raced the batch) is not an error: the batch is
+    /// written, and whoever owns the partition now re-reads it idempotently.
+    fn commit(&mut self, next_offsets: &HashMap<i32, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in next_offsets {
+            if self.owned.contains(p) {
+                let _ = tpl.add_partition_offset(&self.kafka.topic, *p, Offset::Offset(*next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
+            Ok(()) => {
+                self.metrics.commits.inc();
+                for (p, next) in next_offsets {
+                    if self.owned.contains(p) {
+                        self.state_next.insert(*p, *next);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("offset commit failed ({e}); the written batch will be re-read by the partition's owner");
+                for p in next_offsets.keys() {
+                    self.state_next.remove(p);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes one message into a candle or a dead letter (step 1).
+fn incoming(m: &BorrowedMessage<'_>, metrics: &ConsumerMetrics) -> Incoming {
+    let payload = m.payload().unwrap_or_default();
+    let item = codec::decode(payload).map_err(|e| {
+        metrics.invalid.with_label_values(&[e.kind()]).inc();
+        tracing::debug!(
+            partition = m.partition(),
+            offset = m.offset(),
+            "invalid message: {e}"
+        );
+        DeadLetter {
+            payload: payload.to_vec(),
+            key: m.key().map(<[u8]>::to_vec),
+            error: e.to_string(),
+            stage: "decode",
+            source_partition: Some(m.partition()),
+            source_offset: Some(m.offset()),
+        }
+    });
+    Incoming {
+        partition: m.partition(),
+        offset: m.offset(),
+        item,
+    }
+}

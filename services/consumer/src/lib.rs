@@ -1,0 +1,21 @@
+//! # consumer
+//!
+//! The micro-batch consumer: reads 1m candles from Kafka in batches (a trigger interval and
+//! a maximum size, like Spark Structured Streaming's micro-batches), validates them, keeps
+//! each symbol's recent candles, computes 5m/15m/1h rollups and indicators, writes everything
+//! to InfluxDB, and only then commits the Kafka offsets. The modules follow a candle's path:
+//!
+//! `batch` (Kafka, offsets, rebalances) → `model::decode` → `state` (per-symbol history,
+//! late data) → `rollup` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
+//! `dlq` for what cannot be processed and `metrics` for what an operator sees.
+
+pub mod batch;
+pub mod config;
+pub mod dlq;
+pub mod indicator;
+pub mod lineproto;
+pub mod metrics;
+pub mod point;
+pub mod rollup;
+pub mod sink;
+pub mod state;

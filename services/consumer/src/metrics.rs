@@ -1,0 +1,257 @@
+//! The consumer's Prometheus metrics, registered once and handed to every stage.
+//!
+//! Names follow Prometheus conventions (base units, `_total` counters, `_seconds`), and no
+//! label carries a symbol: with 1,000 symbols per-symbol labels would explode cardinality.
+//! The README's metrics table lists every metric here; a test checks the two agree.
+
+use prometheus::{
+    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry,
+};
+
+/// Every consumer metric.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    pub registry: Registry,
+    /// Kafka messages taken into batches.
+    pub messages: IntCounter,
+    /// Messages that failed decoding or validation, by reason.
+    pub invalid: IntCounterVec,
+    /// Records produced to the dead-letter topic, by stage (decode, influx).
+    pub dlq: IntCounterVec,
+    /// Candles older than the late-data horizon, dropped.
+    pub late_dropped: IntCounter,
+    /// Micro-batches processed (written and committed).
+    pub batches: IntCounter,
+    /// Messages per micro-batch.
+    pub batch_size: Histogram,
+    /// Time to process one micro-batch: decode to commit.
+    pub batch_duration: Histogram,
+    /// InfluxDB write request latency (successful requests).
+    pub write_duration: Histogram,
+    /// Failed InfluxDB write requests, by kind (server, timeout, connect, client).
+    pub write_errors: IntCounterVec,
+    /// InfluxDB write retries.
+    pub write_retries: IntCounter,
+    /// Points accepted by InfluxDB, by measurement.
+    pub points_written: IntCounterVec,
+    /// Messages behind the partition's high watermark, by partition.
+    pub lag: IntGaugeVec,
+    /// From the producer's `produced_at` to the point being accepted by InfluxDB.
+    pub end_to_end_latency: Histogram,
+    /// Unix time of the last successful InfluxDB write.
+    pub last_write: Gauge,
+    /// Offsets committed to Kafka.
+    pub commits: IntCounter,
+    /// Partitions currently assigned to this member.
+    pub assigned_partitions: prometheus::IntGauge,
+    /// Messages re-read to rebuild per-symbol state after an assignment.
+    pub rebuild_messages: IntCounter,
+    /// 1 while the sink cannot write and fetching is paused, else 0.
+    pub backpressure: prometheus::IntGauge,
+}
+
+impl ConsumerMetrics {
+    /// Creates and registers every metric in a fresh registry (plus process metrics).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+            r.register(Box::new(c.clone()))
+                .expect("metric registers once");
+            c
+        }
+        let secs = |name: &str, help: &str, buckets: Vec<f64>| {
+            reg(
+                r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap(),
+            )
+        };
+        let m = ConsumerMetrics {
+            messages: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_messages_total",
+                    "Kafka messages taken into micro-batches",
+                )
+                .unwrap(),
+            ),
+            invalid: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "candlepipe_consumer_invalid_total",
+                        "Messages that failed decoding or validation, by reason",
+                    ),
+                    &["reason"],
+                )
+                .unwrap(),
+            ),
+            dlq: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "candlepipe_consumer_dlq_total",
+                        "Records produced to the dead-letter topic, by stage",
+                    ),
+                    &["stage"],
+                )
+                .unwrap(),
+            ),
+            late_dropped: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_late_dropped_total",
+                    "Candles older than the late-data horizon, dropped",
+                )
+                .unwrap(),
+            ),
+            batches: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_batches_total",
+                    "Micro-batches written and committed",
+                )
+                .unwrap(),
+            ),
+            batch_size: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "candlepipe_consumer_batch_size_messages",
+                        "Messages per micro-batch",
+                    )
+                    .buckets(exponential_buckets(1.0, 4.0, 9).unwrap()),
+                )
+                .unwrap(),
+            ),
+            batch_duration: secs(
+                "candlepipe_consumer_batch_duration_seconds",
+                "Time to process a micro-batch, decode to commit",
+                exponential_buckets(0.001, 2.5, 12).unwrap(),
+            ),
+            write_duration: secs(
+                "candlepipe_influx_write_duration_seconds",
+                "InfluxDB write request latency (successful requests)",
+                exponential_buckets(0.001, 2.5, 12).unwrap(),
+            ),
+            write_errors: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "candlepipe_influx_write_errors_total",
+                        "Failed InfluxDB write requests, by kind",
+                    ),
+                    &["kind"],
+                )
+                .unwrap(),
+            ),
+            write_retries: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_influx_write_retries_total",
+                    "InfluxDB write retries",
+                )
+                .unwrap(),
+            ),
+            points_written: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "candlepipe_influx_points_written_total",
+                        "Points accepted by InfluxDB, by measurement",
+                    ),
+                    &["measurement"],
+                )
+                .unwrap(),
+            ),
+            lag: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "candlepipe_consumer_lag_messages",
+                        "Messages behind the high watermark, by partition",
+                    ),
+                    &["partition"],
+                )
+                .unwrap(),
+            ),
+            end_to_end_latency: secs(
+                "candlepipe_end_to_end_latency_seconds",
+                "From the producer's produced_at to InfluxDB accepting the 1m point",
+                exponential_buckets(0.005, 2.0, 14).unwrap(),
+            ),
+            last_write: reg(
+                r,
+                Gauge::new(
+                    "candlepipe_influx_last_write_timestamp_seconds",
+                    "Unix time of the last successful InfluxDB write",
+                )
+                .unwrap(),
+            ),
+            commits: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_commits_total",
+                    "Offset commits to Kafka",
+                )
+                .unwrap(),
+            ),
+            assigned_partitions: reg(
+                r,
+                prometheus::IntGauge::new(
+                    "candlepipe_consumer_assigned_partitions",
+                    "Partitions assigned to this member",
+                )
+                .unwrap(),
+            ),
+            rebuild_messages: reg(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_rebuild_messages_total",
+                    "Messages re-read to rebuild state after an assignment",
+                )
+                .unwrap(),
+            ),
+            backpressure: reg(
+                r,
+                prometheus::IntGauge::new(
+                    "candlepipe_consumer_backpressure",
+                    "1 while InfluxDB cannot be written and fetching is paused",
+                )
+                .unwrap(),
+            ),
+            registry: registry.clone(),
+        };
+        // Series exist from the start at 0: a counter that appears already at 1 has no
+        // rate(), so the first dead letter or write error would never show or alert.
+        for reason in candlepipe_model::DecodeError::KINDS {
+            m.invalid.with_label_values(&[reason]);
+        }
+        for stage in ["decode", "influx"] {
+            m.dlq.with_label_values(&[stage]);
+        }
+        for kind in ["server", "client", "timeout", "connect"] {
+            m.write_errors.with_label_values(&[kind]);
+        }
+        for measurement in [
+            crate::point::CANDLE_MEASUREMENT,
+            crate::point::INDICATOR_MEASUREMENT,
+        ] {
+            m.points_written.with_label_values(&[measurement]);
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector");
+        m
+    }
+}
+
+impl Default for ConsumerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
