@@ -1,0 +1,312 @@
+//! # scripts/stack.sh brings the whole pipeline up natively, and `down` leaves nothing behind
+//!
+//! The script is how people without Docker run candlepipe, so it is tested the way they use
+//! it: `up` starts tansu, influxd, Prometheus, the producer and the consumer (the real
+//! bundled `dataset/`, replayed fast), the candles must reach InfluxDB and Prometheus must
+//! scrape both services, then `down` must stop every process it started.
+//!
+//! Every port is moved to a free one and the state folder is a temp dir (STACK_DIR), so the
+//! test never meets a developer's own stack. The binaries are the ones this test run built
+//! (STACK_BIN_DIR) rather than a second, release build. If the test fails half-way, dropping
+//! the [`NativeStack`] runs `down`.
+
+use candlepipe_testkit::{free_port, get, percent, wait_until, workspace_bin};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// How long the data may take to reach InfluxDB once `up` returned (it answers in seconds).
+const DATA_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The services `up` starts here (no Grafana is installed in this environment).
+const SERVICES: [&str; 5] = ["tansu", "influxd", "prometheus", "producer", "consumer"];
+
+/// One stack on private ports and a private state folder.
+struct NativeStack {
+    state: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+    influxdb: u16,
+    prometheus: u16,
+}
+
+impl NativeStack {
+    fn new(extra: &[(&'static str, String)]) -> NativeStack {
+        let names = [
+            "KAFKA_PORT",
+            "INFLUXDB_PORT",
+            "INFLUXDB_RPC_PORT",
+            "PROMETHEUS_PORT",
+            "GRAFANA_PORT",
+            "PRODUCER_PORT",
+            "CONSUMER_PORT",
+        ];
+        // Seven distinct free ports (the kernel could hand the same one out twice).
+        let mut ports = BTreeSet::new();
+        while ports.len() < names.len() {
+            ports.insert(free_port());
+        }
+        let mut env: Vec<(&'static str, String)> = names
+            .iter()
+            .copied()
+            .zip(ports.iter().map(u16::to_string))
+            .collect();
+        // Values in `extra` win over the free ports (the refusal test takes one on purpose).
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend(extra.iter().cloned());
+        let port = |name: &str| -> u16 {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.parse().unwrap())
+                .unwrap()
+        };
+        NativeStack {
+            state: tempfile::Builder::new()
+                .prefix("candlepipe-stack-")
+                .tempdir()
+                .unwrap(),
+            influxdb: port("INFLUXDB_PORT"),
+            prometheus: port("PROMETHEUS_PORT"),
+            env,
+        }
+    }
+
+    /// Runs `scripts/stack.sh <args>` against this stack.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(repo().join("scripts/stack.sh"))
+            .args(args)
+            .env("STACK_DIR", self.state.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("bash runs scripts/stack.sh")
+    }
+
+    fn pid_file(&self, service: &str) -> PathBuf {
+        self.state.path().join(format!("{service}.pid"))
+    }
+
+    /// The pid each service's pid file records.
+    fn pids(&self) -> Vec<(String, u32)> {
+        SERVICES
+            .iter()
+            .map(|s| {
+                let text = std::fs::read_to_string(self.pid_file(s))
+                    .unwrap_or_else(|e| panic!("no pid file for {s} after `up`: {e}"));
+                let pid = text
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or_else(|| panic!("{s}.pid holds {text:?}"));
+                (s.to_string(), pid)
+            })
+            .collect()
+    }
+
+    /// Runs InfluxQL on the stack's influxd (v1 `/query`), database `crypto`.
+    fn influxql(&self, q: &str) -> Option<Value> {
+        let url = format!(
+            "http://127.0.0.1:{}/query?db=crypto&q={}",
+            self.influxdb,
+            percent(q)
+        );
+        match get(&url) {
+            Some((200, body)) => serde_json::from_str(&body).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for NativeStack {
+    fn drop(&mut self) {
+        // Whatever happened in the test, stop what the script started.
+        let _ = self.run(&["down"]);
+    }
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!(
+        "{what} exited with {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// True while `pid` is a live process (a zombie left for its parent to reap is not).
+fn process_runs(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The symbols of the bundled dataset: the file stems of `dataset/*.parquet`.
+fn dataset_symbols() -> BTreeSet<String> {
+    let symbols: BTreeSet<String> = std::fs::read_dir(repo().join("dataset"))
+        .expect("dataset/ exists")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(!symbols.is_empty(), "dataset/ holds no parquet file");
+    symbols
+}
+
+/// Symbols with at least one 1m candle in InfluxDB.
+fn symbols_with_candles(stack: &NativeStack) -> BTreeSet<String> {
+    let Some(v) = stack.influxql(
+        "SELECT count(\"close\") FROM \"candle\" WHERE \"interval\" = '1m' GROUP BY \"symbol\"",
+    ) else {
+        return BTreeSet::new();
+    };
+    v["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["values"][0][1].as_u64().unwrap_or(0) > 0)
+        .filter_map(|s| s["tags"]["symbol"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Jobs whose every target Prometheus reports as up.
+fn jobs_up(stack: &NativeStack) -> BTreeSet<String> {
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/query?query=up",
+        stack.prometheus
+    );
+    let Some((200, body)) = get(&url) else {
+        return BTreeSet::new();
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let results = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    let all: BTreeSet<String> = results
+        .iter()
+        .filter_map(|r| r["metric"]["job"].as_str().map(str::to_owned))
+        .collect();
+    all.into_iter()
+        .filter(|job| {
+            results
+                .iter()
+                .filter(|r| r["metric"]["job"] == job.as_str())
+                .all(|r| r["value"][1] == "1")
+        })
+        .collect()
+}
+
+#[test]
+fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
+    let bin_dir = workspace_bin("producer").parent().unwrap().to_owned();
+    assert!(
+        bin_dir.join("consumer").exists(),
+        "consumer not built; run `cargo build --workspace --bins` first"
+    );
+    let stack = NativeStack::new(&[
+        ("STACK_BIN_DIR", bin_dir.display().to_string()),
+        // The real dataset, its first two hours sent at once (then real time).
+        ("REPLAY_SPEED", "max".to_owned()),
+        ("REPLAY_BACKFILL", "2h".to_owned()),
+    ]);
+
+    let up = stack.run(&["up"]);
+    assert!(up.status.success(), "{}", describe("stack.sh up", &up));
+    let printed = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:{}", stack.prometheus)),
+        "`up` should print the URLs:\n{printed}"
+    );
+    let pids = stack.pids();
+    for (service, pid) in &pids {
+        assert!(
+            process_runs(*pid),
+            "{service} (pid {pid}) is not running after `up`"
+        );
+    }
+
+    // Data flows: dataset → producer → tansu → consumer → influxd, for every symbol.
+    let expected = dataset_symbols();
+    wait_until(
+        DATA_TIMEOUT,
+        "1m candles of every dataset symbol in InfluxDB",
+        || symbols_with_candles(&stack) == expected,
+    );
+    // Prometheus (on its generated loopback config) scrapes both services and itself.
+    let jobs: BTreeSet<String> = ["producer", "consumer", "prometheus"]
+        .map(str::to_owned)
+        .into();
+    wait_until(DATA_TIMEOUT, "Prometheus to scrape every job", || {
+        jobs.is_subset(&jobs_up(&stack))
+    });
+
+    let status = stack.run(&["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        describe("stack.sh status", &status)
+    );
+    let table = String::from_utf8_lossy(&status.stdout);
+    for service in SERVICES {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(service) && l.contains("running")),
+            "status does not show {service} running:\n{table}"
+        );
+    }
+
+    let down = stack.run(&["down"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        describe("stack.sh down", &down)
+    );
+    let left: Vec<_> = pids.iter().filter(|(_, pid)| process_runs(*pid)).collect();
+    assert!(left.is_empty(), "still running after `down`: {left:?}");
+    for service in SERVICES {
+        assert!(
+            !stack.pid_file(service).exists(),
+            "`down` left {service}.pid behind"
+        );
+    }
+    let after = stack.run(&["status"]);
+    assert_eq!(
+        after.status.code(),
+        Some(3),
+        "{}",
+        describe(
+            "stack.sh status after down (expected exit 3: stopped)",
+            &after
+        )
+    );
+}
+
+#[test]
+fn up_refuses_a_taken_port_and_starts_nothing() {
+    // Someone else listens on the port Prometheus would take.
+    let squatter = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let stack = NativeStack::new(&[("PROMETHEUS_PORT", port.to_string())]);
+
+    let up = stack.run(&["up"]);
+    assert!(!up.status.success(), "{}", describe("stack.sh up", &up));
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("PROMETHEUS_PORT"),
+        "the refusal should name the port and the variable that moves it:\n{stderr}"
+    );
+    for service in SERVICES {
+        assert!(
+            !stack.pid_file(service).exists(),
+            "`up` started {service} although a port was taken"
+        );
+    }
+}
