@@ -1,0 +1,176 @@
+//! Fault tests: the broker restarted mid-stream, InfluxDB answering slowly, and a consumer
+//! group losing a member. In each case the content written to InfluxDB must equal what one
+//! uninterrupted consumer writes from the same candles.
+
+use candlepipe_testkit::fixtures::{read_candles, synthetic};
+use candlepipe_testkit::pipeline::{
+    assert_same_content, count_points, produce_candles, reference_content, snapshot, ConsumerRun,
+    ServiceProcess, PIPELINE_TIMEOUT,
+};
+use candlepipe_testkit::slow_proxy::SlowProxy;
+use candlepipe_testkit::{testdata, wait_until, workspace_bin, Influxd, Tansu, TansuStorage};
+use std::time::Duration;
+
+fn ones(influx: &Influxd, db: &str) -> usize {
+    count_points(influx, db, "candle", "close", "\"interval\" = '1m'")
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing() {
+    let file = testdata("real-ohlcv/UNITTEST-BTC.parquet");
+    let candles = read_candles(&file);
+    let expected = reference_content("brokerref", &candles);
+
+    let state = tempfile::tempdir().unwrap();
+    let mut tansu = Tansu::start(TansuStorage::Sqlite(state.path().join("tansu.db")));
+    let influx = Influxd::shared();
+    let run = ConsumerRun::on(&tansu.brokers, "broker", 3);
+    let dataset = tempfile::tempdir().unwrap();
+    std::fs::copy(&file, dataset.path().join("UNITTEST-BTC.parquet")).unwrap();
+    // ~14,400 market minutes at 20,000x: the replay streams for about 40 s.
+    let args: Vec<String> = [
+        "--mode",
+        "replay",
+        "--speed",
+        "20000",
+        "--no-loop",
+        "--no-rebase",
+        "--brokers",
+        &tansu.brokers,
+        "--topic",
+        &run.topic,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["--dataset".to_owned(), dataset.path().display().to_string()])
+    .collect();
+    let mut producer = ServiceProcess::start(&workspace_bin("producer"), &args);
+    let mut consumer = run.consumer(&influx.url, &[]);
+
+    wait_until(
+        PIPELINE_TIMEOUT,
+        "a third of the replay to be acknowledged",
+        || producer.metric("candlepipe_producer_candles_sent_total") >= candles.len() as f64 / 3.0,
+    );
+    tansu.stop();
+    wait_until(
+        PIPELINE_TIMEOUT,
+        "candles to queue up while the broker is down",
+        || {
+            producer.assert_running();
+            producer.metric("candlepipe_producer_in_flight") >= 100.0
+        },
+    );
+    tansu.restart();
+    assert_eq!(
+        producer.wait_exit(PIPELINE_TIMEOUT),
+        Some(0),
+        "{}",
+        producer.log()
+    );
+    // Every candle is on the restarted broker's log (a retried send may add a duplicate,
+    // which the consumer absorbs; a missing one would be loss).
+    let on_topic = candlepipe_testkit::read_topic(&tansu.brokers, &run.topic);
+    assert!(
+        on_topic.len() >= candles.len(),
+        "{} messages on the topic for {} candles",
+        on_topic.len(),
+        candles.len()
+    );
+    wait_until(PIPELINE_TIMEOUT, "every candle to be written", || {
+        consumer.assert_running();
+        ones(influx, &run.db) == candles.len()
+    });
+    consumer.signal(libc::SIGTERM);
+    assert_eq!(
+        consumer.wait_exit(PIPELINE_TIMEOUT),
+        Some(0),
+        "{}",
+        consumer.log()
+    );
+    assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
+}
+
+#[test]
+fn slow_influxdb_means_backpressure_bounded_memory_and_no_loss() {
+    let candles = synthetic(4, 3_000, 7);
+    let expected = reference_content("slowref", &candles);
+    let influx = Influxd::shared();
+    let upstream = influx.url.trim_start_matches("http://").to_owned();
+    let proxy = SlowProxy::start(&upstream, Duration::from_secs(2));
+    let run = ConsumerRun::new("slow", 3);
+    produce_candles(&run.brokers, &run.topic, &candles);
+    let mut c = run.consumer(&proxy.url, &["--max-batch", "2000"]);
+    let mut peak_rss = 0;
+    wait_until(
+        PIPELINE_TIMEOUT,
+        "every candle through the slow InfluxDB",
+        || {
+            c.assert_running();
+            peak_rss = peak_rss.max(c.rss_bytes());
+            c.metric("candlepipe_consumer_messages_total") >= candles.len() as f64
+        },
+    );
+    assert!(
+        c.metric("candlepipe_influx_write_duration_seconds_sum") >= 2.0,
+        "writes went through the slow proxy"
+    );
+    c.signal(libc::SIGTERM);
+    assert_eq!(c.wait_exit(PIPELINE_TIMEOUT), Some(0), "{}", c.log());
+    assert!(
+        peak_rss < 256 * 1024 * 1024,
+        "consumer memory stays bounded under backpressure: peak {} MiB",
+        peak_rss / (1024 * 1024)
+    );
+    assert_same_content(&expected, &snapshot(influx, &run.db), 0.0);
+}
+
+#[test]
+fn a_group_of_three_losing_a_member_gives_identical_content() {
+    let candles = synthetic(9, 1_500, 11);
+    let expected = reference_content("groupref", &candles);
+    let influx = Influxd::shared();
+    let run = ConsumerRun::new("group", 6);
+    let mut members: Vec<ServiceProcess> = (0..3)
+        .map(|_| run.consumer(&influx.url, &["--max-batch", "1000"]))
+        .collect();
+    wait_until(
+        PIPELINE_TIMEOUT,
+        "the 6 partitions to be split between 3 members",
+        || {
+            let owned: Vec<f64> = members
+                .iter()
+                .map(|m| m.metric("candlepipe_consumer_assigned_partitions"))
+                .collect();
+            owned.iter().all(|n| *n >= 1.0) && owned.iter().sum::<f64>() == 6.0
+        },
+    );
+    produce_candles(&run.brokers, &run.topic, &candles);
+    wait_until(PIPELINE_TIMEOUT, "the victim to make progress", || {
+        members[0].metric("candlepipe_consumer_batches_total") >= 2.0
+    });
+    members[0].signal(libc::SIGKILL);
+    assert_eq!(members[0].wait_exit(PIPELINE_TIMEOUT), None);
+    let mut survivors = members.split_off(1);
+    wait_until(
+        PIPELINE_TIMEOUT,
+        "the survivors to take over every partition and finish",
+        || {
+            for m in survivors.iter_mut() {
+                m.assert_running();
+            }
+            survivors
+                .iter()
+                .map(|m| m.metric("candlepipe_consumer_assigned_partitions"))
+                .sum::<f64>()
+                == 6.0
+                && ones(influx, &run.db) == candles.len()
+                && run.committed() == candles.len() as i64
+        },
+    );
+    for m in survivors.iter_mut() {
+        m.signal(libc::SIGTERM);
+        assert_eq!(m.wait_exit(PIPELINE_TIMEOUT), Some(0), "{}", m.log());
+    }
+    assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
+}
