@@ -17,14 +17,7 @@ use std::time::Duration;
 async fn main() -> ExitCode {
     telemetry::init();
     let cfg = ConsumerConfig::parse();
-    match run(cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("consumer: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::exit_code("consumer", run(cfg).await)
 }
 
 async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! label carries a symbol: with 1,000 symbols per-symbol labels would explode cardinality.
 //! The README's metrics table lists every metric here; a test checks the two agree.
 
+use candlepipe_model::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry,
@@ -54,21 +55,16 @@ pub struct ConsumerMetrics {
 impl ConsumerMetrics {
     /// Creates and registers every metric in a fresh registry (plus process metrics).
     pub fn new() -> Self {
-        let registry = Registry::new();
+        let registry = http::registry_with_process_metrics();
         let r = &registry;
-        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-            r.register(Box::new(c.clone()))
-                .expect("metric registers once");
-            c
-        }
         let secs = |name: &str, help: &str, buckets: Vec<f64>| {
-            reg(
+            http::register(
                 r,
                 Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap(),
             )
         };
         let m = ConsumerMetrics {
-            messages: reg(
+            messages: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_consumer_messages_total",
@@ -76,7 +72,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            invalid: reg(
+            invalid: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -87,7 +83,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            dlq: reg(
+            dlq: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -98,7 +94,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            late_dropped: reg(
+            late_dropped: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_consumer_late_dropped_total",
@@ -106,7 +102,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            batches: reg(
+            batches: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_consumer_batches_total",
@@ -114,7 +110,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            batch_size: reg(
+            batch_size: http::register(
                 r,
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -135,7 +131,7 @@ impl ConsumerMetrics {
                 "InfluxDB write request latency (successful requests)",
                 exponential_buckets(0.001, 2.5, 12).unwrap(),
             ),
-            write_errors: reg(
+            write_errors: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -146,7 +142,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            write_retries: reg(
+            write_retries: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_influx_write_retries_total",
@@ -154,7 +150,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            points_written: reg(
+            points_written: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -165,7 +161,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            lag: reg(
+            lag: http::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new(
@@ -181,7 +177,7 @@ impl ConsumerMetrics {
                 "From the producer's produced_at to InfluxDB accepting the 1m point",
                 exponential_buckets(0.005, 2.0, 14).unwrap(),
             ),
-            last_write: reg(
+            last_write: http::register(
                 r,
                 Gauge::new(
                     "candlepipe_influx_last_write_timestamp_seconds",
@@ -189,7 +185,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            commits: reg(
+            commits: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_consumer_commits_total",
@@ -197,7 +193,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            assigned_partitions: reg(
+            assigned_partitions: http::register(
                 r,
                 prometheus::IntGauge::new(
                     "candlepipe_consumer_assigned_partitions",
@@ -205,7 +201,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            rebuild_messages: reg(
+            rebuild_messages: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_consumer_rebuild_messages_total",
@@ -213,7 +209,7 @@ impl ConsumerMetrics {
                 )
                 .unwrap(),
             ),
-            backpressure: reg(
+            backpressure: http::register(
                 r,
                 prometheus::IntGauge::new(
                     "candlepipe_consumer_backpressure",
@@ -240,12 +236,6 @@ impl ConsumerMetrics {
         ] {
             m.points_written.with_label_values(&[measurement]);
         }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector");
         m
     }
 }

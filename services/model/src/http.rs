@@ -66,6 +66,30 @@ struct HttpState {
     readiness: Readiness,
 }
 
+/// A fresh metrics registry that already holds the standard `process_*` metrics.
+pub fn registry_with_process_metrics() -> Registry {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registers once");
+    registry
+}
+
+/// Registers `metric` in `registry` and hands it back, so a metrics struct reads as a list
+/// of constructors.
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: C,
+) -> C {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
 /// The common routes, bound to a metrics registry and the readiness checks.
 pub fn router(registry: Registry, readiness: Readiness) -> Router {
     Router::new()

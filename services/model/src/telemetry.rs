@@ -18,3 +18,16 @@ pub fn init() {
         builder.init();
     }
 }
+
+/// The process exit code for a binary's result: success, or the error with its whole
+/// context chain logged and printed to stderr (where a supervisor shows it).
+pub fn exit_code(binary: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("{binary}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

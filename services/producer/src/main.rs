@@ -21,14 +21,7 @@ const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-
 async fn main() -> ExitCode {
     telemetry::init();
     let cfg = ProducerConfig::parse();
-    match run(cfg).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("producer: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::exit_code("producer", run(cfg).await)
 }
 
 async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {

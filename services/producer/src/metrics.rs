@@ -1,6 +1,7 @@
 //! The producer's Prometheus metrics, registered once and handed to the sink, the sources
 //! and the HTTP server. No label carries a symbol (bounded cardinality with 1,000 pairs).
 
+use candlepipe_model::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -41,15 +42,10 @@ pub struct ProducerMetrics {
 impl ProducerMetrics {
     /// Creates and registers every metric in a fresh registry (plus process metrics).
     pub fn new() -> Self {
-        let registry = Registry::new();
-        fn reg<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-            r.register(Box::new(c.clone()))
-                .expect("metric registers once");
-            c
-        }
+        let registry = http::registry_with_process_metrics();
         let r = &registry;
         let m = ProducerMetrics {
-            candles_sent: reg(
+            candles_sent: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -60,7 +56,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            send_errors: reg(
+            send_errors: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -71,7 +67,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            delivery_latency: reg(
+            delivery_latency: http::register(
                 r,
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -82,7 +78,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            in_flight: reg(
+            in_flight: http::register(
                 r,
                 IntGauge::new(
                     "candlepipe_producer_in_flight",
@@ -90,7 +86,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            mode: reg(
+            mode: http::register(
                 r,
                 IntGaugeVec::new(
                     Opts::new("candlepipe_producer_mode", "1 for the running source mode"),
@@ -98,7 +94,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            mode_switches: reg(
+            mode_switches: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_producer_mode_switches_total",
@@ -106,7 +102,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            replay_progress: reg(
+            replay_progress: http::register(
                 r,
                 Gauge::new(
                     "candlepipe_producer_replay_progress_ratio",
@@ -114,7 +110,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            replay_loops: reg(
+            replay_loops: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_producer_replay_loops_total",
@@ -122,7 +118,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            replay_bad_rows: reg(
+            replay_bad_rows: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_producer_replay_bad_rows_total",
@@ -130,7 +126,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            replay_bad_files: reg(
+            replay_bad_files: http::register(
                 r,
                 IntCounter::new(
                     "candlepipe_producer_replay_bad_files_total",
@@ -138,7 +134,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            live_fetch_errors: reg(
+            live_fetch_errors: http::register(
                 r,
                 IntCounterVec::new(
                     Opts::new(
@@ -149,7 +145,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            live_fetch_duration: reg(
+            live_fetch_duration: http::register(
                 r,
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -160,7 +156,7 @@ impl ProducerMetrics {
                 )
                 .unwrap(),
             ),
-            last_candle_time: reg(
+            last_candle_time: http::register(
                 r,
                 Gauge::new(
                     "candlepipe_producer_last_candle_timestamp_seconds",
@@ -182,12 +178,6 @@ impl ProducerMetrics {
         for kind in crate::source::live::FETCH_ERROR_KINDS {
             m.live_fetch_errors.with_label_values(&[kind]);
         }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process collector");
         m
     }
 }
