@@ -21,9 +21,10 @@
 //! partition (the committed offset after an assignment, then each message's offset + 1).
 //! Some brokers (tansu 0.6.0) answer a fetch that starts *inside* a stored record batch with
 //! the following batch, silently skipping the rest of the batch the committed offset points
-//! into. So after an assignment and after a pause the consumer seeks to the start of that
-//! record batch ([`MicroBatchEngine::realign`]) and drops what it already has, and any later
-//! gap triggers one re-seek before it is accepted as real (compaction can make real gaps).
+//! into. So after an assignment and after a pause the consumer probes whether a fetch from
+//! the expected offset returns exactly it, and if not re-reads from further back, dropping
+//! what it already processed; any later gap triggers one such re-read before it is
+//! accepted as real (compaction can make real gaps).
 
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::ConsumerMetrics;
@@ -47,6 +48,13 @@ use std::time::{Duration, Instant};
 /// Candles of history a symbol needs after a rebuild for its indicators to match an
 /// uninterrupted run: the EMA/RSI seeds fade below 1e-12 after about 500 candles.
 pub const REBUILD_HISTORY: usize = 600;
+
+/// How far back a partition is re-read when the broker did not deliver from the expected
+/// offset: more than a record batch holds (librdkafka's batch.num.messages is 10,000).
+pub const REALIGN_WINDOW: i64 = 100_000;
+
+/// How long one probe waits for the first message.
+const PROBE_WAIT: Duration = Duration::from_millis(1500);
 
 /// How long a write may take before fetching is paused.
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -345,13 +353,16 @@ impl MicroBatchEngine {
                 }
                 if m.offset > e {
                     if self.accepted_gap.get(&p) != Some(&m.offset) {
-                        tracing::warn!(partition = p, expected = e, got = m.offset,
-                            "offsets skipped by the broker; re-reading from the start of the record batch");
+                        tracing::warn!(
+                            partition = p,
+                            expected = e,
+                            got = m.offset,
+                            "offsets skipped by the broker; re-reading from before the gap"
+                        );
                         self.accepted_gap.insert(p, m.offset);
-                        if self.realign(p)? {
-                            reseeked.insert(p);
-                            continue;
-                        }
+                        self.seek_back(p, e)?;
+                        reseeked.insert(p);
+                        continue;
                     }
                     tracing::warn!(partition = p, from = e, to = m.offset,
                         "offsets missing from the partition (compacted or deleted); continuing after them");
@@ -364,21 +375,30 @@ impl MicroBatchEngine {
         Ok(out)
     }
 
-    /// Seeks partition `p` back to the first offset of the record batch that holds its
-    /// expected offset, when that is earlier. Returns whether it sought.
+    /// Makes sure partition `p` is delivered from its expected offset: when a fetch from
+    /// there does not return exactly that offset (it sits inside a record batch on a broker
+    /// that cannot serve that), seeks [`REALIGN_WINDOW`] messages back; [`Self::admit`] drops
+    /// what was already processed. Returns whether it sought.
     fn realign(&mut self, p: i32) -> anyhow::Result<bool> {
         let Some(&expected) = self.expected.get(&p) else {
             return Ok(false);
         };
-        let start = self.record_batch_start(p, expected)?;
-        if start >= expected {
+        if self.serves_from(p, expected)? {
             return Ok(false);
         }
+        self.seek_back(p, expected)?;
+        Ok(true)
+    }
+
+    /// Seeks partition `p` to [`REALIGN_WINDOW`] messages before `expected` (the log start
+    /// at most: an offset below it resets to the earliest, which is the same).
+    fn seek_back(&self, p: i32, expected: i64) -> anyhow::Result<()> {
+        let start = (expected - REALIGN_WINDOW).max(0);
         tracing::debug!(
             partition = p,
             expected,
             seek = start,
-            "seeking to the record batch start"
+            "re-reading from before the expected offset"
         );
         tokio::task::block_in_place(|| {
             self.consumer.seek(
@@ -388,57 +408,25 @@ impl MicroBatchEngine {
                 Duration::from_secs(10),
             )
         })
-        .with_context(|| format!("seeking partition {p} to offset {start}"))?;
-        Ok(true)
+        .with_context(|| format!("seeking partition {p} to offset {start}"))
     }
 
-    /// The largest offset `x <= target` from which a fetch returns a message at or before
-    /// `target`: the first offset of the record batch holding `target`. On a broker that
-    /// serves fetches from inside a batch this is `target` itself, after one probe.
-    fn record_batch_start(&self, p: i32, target: i64) -> anyhow::Result<i64> {
+    /// Whether a fetch of partition `p` from `target` returns `target` itself (or reports the
+    /// end: new data will start a new batch there). One probe, at most [`PROBE_WAIT`].
+    fn serves_from(&self, p: i32, target: i64) -> anyhow::Result<bool> {
         let prober = self.reader("probe")?;
-        let first_at = |x: i64| -> anyhow::Result<Option<i64>> {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(x))?;
-            prober.assign(&tpl)?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                match tokio::task::block_in_place(|| prober.poll(Duration::from_millis(200))) {
-                    Some(Ok(m)) if m.offset() >= x => return Ok(Some(m.offset())),
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
-                    _ => {}
-                }
-            }
-            Ok(None)
-        };
-        let fits =
-            |x: i64| -> anyhow::Result<bool> { Ok(first_at(x)?.is_some_and(|o| o <= target)) };
-        if fits(target)? {
-            return Ok(target);
-        }
-        // Walk down in growing steps to an offset that fits, then bisect the last step.
-        let mut hi = target;
-        let mut step = 1;
-        let mut lo = loop {
-            let x = (target - step).max(0);
-            if fits(x)? {
-                break x;
-            }
-            hi = x;
-            if x == 0 {
-                return Ok(target);
-            }
-            step *= 2;
-        };
-        while hi - lo > 1 {
-            let mid = lo + (hi - lo) / 2;
-            if fits(mid)? {
-                lo = mid;
-            } else {
-                hi = mid;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(target))?;
+        prober.assign(&tpl)?;
+        let deadline = Instant::now() + PROBE_WAIT;
+        while Instant::now() < deadline {
+            match tokio::task::block_in_place(|| prober.poll(Duration::from_millis(100))) {
+                Some(Ok(m)) if m.offset() >= target => return Ok(m.offset() == target),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(true),
+                _ => {}
             }
         }
-        Ok(lo)
+        Ok(false)
     }
 
     /// A plain reader on the topic (no group membership), for rebuilds and probes.
