@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The benchmark command (issue 7): builds the release binaries, generates the datasets with
+# `datagen`, runs the criterion benches and the end-to-end benchmark
+# (services/e2e/examples/pipeline_bench/: the release producer and consumer against real
+# tansu and influxd), and writes BENCHMARKS.md at the repo root: method, machine, numbers,
+# and the numbers against the issue's targets.
+#
+#   scripts/bench.sh                 about 5-8 minutes on 2 idle cores, once the build is done
+#
+# Settings (environment variables):
+#   BENCH_CRITERION=1                run the criterion benches (0 skips them)
+#   BENCH_SYMBOLS=40 BENCH_MINUTES=5000           main dataset (>= 200k candles)
+#   BENCH_WIDE_SYMBOLS=1000 BENCH_WIDE_MINUTES=200  wide dataset (one file per symbol)
+#   BENCH_PACED_RATE=5000            candles/s of the latency runs (the producer's --speed is
+#                                    this x 60 / symbols: 7500 for 40 symbols)
+#   BENCH_WIDE_PREFETCH_KIB=1024     the extra wide consumer run with librdkafka's prefetch
+#                                    bounded to this (0 skips it)
+#   BENCH_OUT=BENCHMARKS.md          where the report goes
+#   SERVICE_LOG=info                 RUST_LOG of the producer and consumer under test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+# shellcheck source=scripts/lib/install.sh
+source scripts/lib/install.sh
+
+BENCH_CRITERION=${BENCH_CRITERION:-1}
+BENCH_SYMBOLS=${BENCH_SYMBOLS:-40}
+BENCH_MINUTES=${BENCH_MINUTES:-5000}
+BENCH_WIDE_SYMBOLS=${BENCH_WIDE_SYMBOLS:-1000}
+BENCH_WIDE_MINUTES=${BENCH_WIDE_MINUTES:-200}
+BENCH_PACED_RATE=${BENCH_PACED_RATE:-5000}
+BENCH_WIDE_PREFETCH_KIB=${BENCH_WIDE_PREFETCH_KIB:-1024}
+BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
+
+ensure_debian_packages
+ensure_tansu
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Datasets, logs and the servers' temp dirs go here, removed at the end whatever happens.
+WORK=$(mktemp -d -t candlepipe-bench-XXXXXX)
+export TMPDIR="$WORK"
+cleanup() { rm -rf "$WORK"; }
+trap cleanup EXIT
+
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN_DIR="$TARGET_DIR/release"
+
+log "cargo build --release (binaries, the benchmark example, the criterion benches)"
+cargo build --release --workspace --bins --locked
+cargo build --release -p candlepipe-e2e --example pipeline_bench --locked
+if [ "$BENCH_CRITERION" = 1 ]; then
+  cargo bench -p consumer -p producer --bench hot_path --bench replay_reader --no-run --locked
+fi
+
+START=$SECONDS
+log "datasets: $BENCH_SYMBOLS x $BENCH_MINUTES min and $BENCH_WIDE_SYMBOLS x $BENCH_WIDE_MINUTES min"
+"$BIN_DIR/datagen" --out "$WORK/main" --pairs "" --synthetic "$BENCH_SYMBOLS" \
+  --duration "${BENCH_MINUTES}m" --gap-rate 0 | tail -1
+"$BIN_DIR/datagen" --out "$WORK/wide" --pairs "" --synthetic "$BENCH_WIDE_SYMBOLS" \
+  --duration "${BENCH_WIDE_MINUTES}m" --gap-rate 0 | tail -1
+
+CRITERION_ARGS=()
+if [ "$BENCH_CRITERION" = 1 ]; then
+  # Stale results must not pass for this run's.
+  rm -rf "$TARGET_DIR/criterion/consumer" "$TARGET_DIR/criterion/replay"
+  log "criterion: consumer hot path"
+  load=$(loadavg)
+  cargo bench -p consumer --bench hot_path --locked 2>&1 | grep -E '^(consumer|replay)/|time:|thrpt:' || true
+  CRITERION_ARGS+=(--criterion-load "consumer/decode=$load" --criterion-load "consumer/decode_aggregate_encode=$load")
+  log "criterion: replay reader"
+  load=$(loadavg)
+  cargo bench -p producer --bench replay_reader --locked 2>&1 | grep -E '^(consumer|replay)/|time:|thrpt:' || true
+  CRITERION_ARGS+=(--criterion-load "replay/read_merge_validate=$load")
+  CRITERION_ARGS+=(--criterion-dir "$TARGET_DIR/criterion")
+fi
+
+log "end-to-end benchmark"
+E2E_START=$SECONDS
+"$BIN_DIR/examples/pipeline_bench" \
+  --dataset "$WORK/main" --wide-dataset "$WORK/wide" --report "$WORK/report.md" \
+  --bin-dir "$BIN_DIR" --paced-rate "$BENCH_PACED_RATE" \
+  --wide-prefetch-kib "$BENCH_WIDE_PREFETCH_KIB" "${CRITERION_ARGS[@]}"
+E2E_SECS=$((SECONDS - E2E_START))
+
+cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+mem_line=$(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')
+{
+  cat <<EOF
+# Benchmarks
+
+Written by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'); rerun it to refresh (do not edit by hand).
+The run (datasets, criterion, end to end; not the build) took $((SECONDS - START)) s, the
+end-to-end part $E2E_SECS s.
+
+**These numbers come from a shared 2-core machine**: other engineers were compiling and testing
+while they were taken. Each measurement lists the load average (1/5/15 min) before and after it
+and how busy the machine's CPUs were during it; read a number with a load above ~1 as a lower
+bound of what the code does on a quiet machine. The servers (tansu, influxd) share the same
+two cores with the process being measured.
+
+## Machine
+
+| | |
+| --- | --- |
+| CPU | $cpu_model |
+| cores (\`nproc\`) | $(nproc) |
+| memory (\`free -h\`) | $mem_line |
+| kernel | $(uname -sr) |
+| rustc | $(rustc --version) |
+| tansu | $(tansu --version 2>&1 | head -1) (memory storage) |
+| influxd | $(influxd version 2>&1 | head -1) |
+| load average when the run started | $(loadavg) |
+
+## Method
+
+- **Build**: \`cargo build --release --workspace --bins\` (thin LTO, 4 codegen units) and the example
+  \`services/e2e/examples/pipeline_bench/\` in release; the benchmark drives the release
+  \`producer\` and \`consumer\` binaries as an operator would.
+- **Datasets** (\`datagen\`, Kaggle binance-full-history schema, no gaps): main =
+  $BENCH_SYMBOLS symbols × $BENCH_MINUTES minutes; wide = $BENCH_WIDE_SYMBOLS symbols ×
+  $BENCH_WIDE_MINUTES minutes, one single-row-group file per symbol.
+- **Criterion** (\`cargo bench -p consumer --bench hot_path\`, \`cargo bench -p producer --bench replay_reader\`):
+  one core, in-process, no Kafka or HTTP; 10 samples each.
+- **Servers**: one tansu broker (\`memory://\`), topics of 6 partitions; a fresh influxd 1.6.7 for
+  each consumer run and each bulk write.
+- **Producer**: \`producer --mode replay --speed max --no-loop --no-rebase\`; wall time from spawn to
+  exit 0 (every candle acknowledged); CPU and peak RSS from the kernel's rusage of the reaped child
+  (\`wait4\`, what \`/usr/bin/time -v\` prints).
+- **Consumer**: \`consumer --influx-api v1 --max-batch 10000 --trigger 1s\`, once with
+  \`--influx-gzip true\` and once \`false\`, on the full topic; its \`/metrics\` sampled every 25 ms;
+  candles/s from the first point written to the last (\`candlepipe_influx_points_written_total\`,
+  \`candlepipe_consumer_messages_total\`); CPU = utime+stime from \`/proc/<pid>/stat\`, peak RSS =
+  \`VmHWM\`, both read just before SIGTERM; afterwards InfluxDB must hold one 1m point per candle.
+- **Latency**: the consumer joins first, then the producer replays at \`--speed\` =
+  $BENCH_PACED_RATE candles/s × 60 ÷ symbols (7500 for 40 symbols: 125 market minutes/s); p50/p99
+  from the consumer's \`candlepipe_end_to_end_latency_seconds\` buckets, interpolated like PromQL's
+  \`histogram_quantile\`.
+- **Ceiling** (same run, same machine): (a) a librdkafka \`BaseConsumer\` that only counts the main
+  topic's messages; (b) the same candles' points, computed by the consumer library's \`Aggregator\`
+  with the same 10,000-candle batches, written with its \`InfluxSink\` in 10,000-point requests
+  (gzip off; 1 and 2 concurrent writers, the faster counts), converted to candles/s with the
+  consumer's measured points per candle. Ceiling = the smaller of (a) and (b).
+- **Wide**: the producer at max speed on the wide dataset gives its RSS for ~1,000 files in one
+  merge; the consumer's RSS with 1,000 symbols is measured on the full topic (the worst case:
+  librdkafka's prefetch fills), on the full topic with the prefetch bounded to
+  ${BENCH_WIDE_PREFETCH_KIB} KiB per partition (\`--kafka-property\`, not the default), and at the
+  steady $BENCH_PACED_RATE candles/s.
+
+EOF
+  cat "$WORK/report.md"
+} >"$BENCH_OUT"
+log "wrote $BENCH_OUT ($((SECONDS - START)) s after the build)"
