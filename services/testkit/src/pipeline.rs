@@ -116,7 +116,12 @@ pub fn metric_from(port: u16, name: &str) -> f64 {
     let Some((_, body)) = get(&format!("http://127.0.0.1:{port}/metrics")) else {
         return 0.0;
     };
-    body.lines()
+    metric_sum(&body, name)
+}
+
+/// Sums a metric's samples over its label sets in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             l.strip_prefix(name)

@@ -222,17 +222,8 @@ impl MeasuredConsumer {
     }
 }
 
-/// Sums a metric's samples over its label sets in a Prometheus text exposition.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+/// The metrics-text parser the tests use too.
+pub use candlepipe_testkit::pipeline::metric_sum;
 
 #[cfg(test)]
 mod tests {
