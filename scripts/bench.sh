@@ -13,8 +13,8 @@
 #   BENCH_WIDE_SYMBOLS=1000 BENCH_WIDE_MINUTES=200  wide dataset (one file per symbol)
 #   BENCH_PACED_RATE=5000            candles/s of the latency runs (the producer's --speed is
 #                                    this x 60 / symbols: 7500 for 40 symbols)
-#   BENCH_WIDE_PREFETCH_KIB=1024     the extra wide consumer run with librdkafka's prefetch
-#                                    bounded to this (0 skips it)
+#   BENCH_WIDE_PREFETCH_KIB=16384    the extra wide consumer run with librdkafka's prefetch
+#                                    raised to this (default 1024; 0 skips it)
 #   BENCH_OUT=BENCHMARKS.md          where the report goes
 #   SERVICE_LOG=info                 RUST_LOG of the producer and consumer under test
 set -euo pipefail
@@ -29,7 +29,7 @@ BENCH_MINUTES=${BENCH_MINUTES:-5000}
 BENCH_WIDE_SYMBOLS=${BENCH_WIDE_SYMBOLS:-1000}
 BENCH_WIDE_MINUTES=${BENCH_WIDE_MINUTES:-200}
 BENCH_PACED_RATE=${BENCH_PACED_RATE:-5000}
-BENCH_WIDE_PREFETCH_KIB=${BENCH_WIDE_PREFETCH_KIB:-1024}
+BENCH_WIDE_PREFETCH_KIB=${BENCH_WIDE_PREFETCH_KIB:-16384}
 BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 
 ensure_debian_packages
@@ -146,8 +146,8 @@ two cores with the process being measured.
   consumer's measured points per candle. Ceiling = the smaller of (a) and (b).
 - **Wide**: the producer at max speed on the wide dataset gives its RSS for ~1,000 files in one
   merge; the consumer's RSS with 1,000 symbols is measured on the full topic (the worst case:
-  librdkafka's prefetch fills), on the full topic with the prefetch bounded to
-  ${BENCH_WIDE_PREFETCH_KIB} KiB per partition (\`--kafka-property\`, not the default), and at the
+  librdkafka's prefetch fills), on the full topic with the prefetch raised to
+  ${BENCH_WIDE_PREFETCH_KIB} KiB (\`--kafka-property\`, not the default of 1,024 KiB), and at the
   steady $BENCH_PACED_RATE candles/s.
 
 EOF

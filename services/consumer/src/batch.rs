@@ -198,10 +198,18 @@ impl MicroBatchEngine {
                     .max(session_ms)
                     .to_string(),
             )
+            // Incremental rebalances (Kafka's recommended protocol since 2.4): a member
+            // joining or dying moves only the partitions that must move, and the others keep
+            // consuming. Also the only protocol under which tansu 0.6.0 tells every survivor
+            // of a dead member to rejoin (tests/faults.rs in the e2e crate).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000")
-            // Bounded prefetch: a stalled sink holds at most this much per member.
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "16777216");
+            // Bounded prefetch: a stalled sink holds at most this much per member. 1 MiB
+            // (~4,500 candles) keeps a 10,000-candle batch fed from a local broker while
+            // keeping RSS near 64 MiB with 1,000 symbols (BENCHMARKS.md); raise both with
+            // --kafka-property for a distant broker.
+            .set("queued.max.messages.kbytes", "1024")
+            .set("fetch.max.bytes", "1048576");
         kafka.finish(&mut cfg);
         let context = BatchContext {
             topic: kafka.topic.clone(),

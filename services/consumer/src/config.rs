@@ -90,6 +90,12 @@ pub struct ConsumerConfig {
     #[arg(long, env = "INFLUX_BATCH_POINTS", default_value_t = 5_000)]
     pub influx_batch_points: usize,
 
+    /// InfluxDB write requests in flight at once (a batch of more than
+    /// `--influx-batch-points` points is sent as several requests).
+    #[arg(long, env = "INFLUX_CONCURRENCY", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub influx_concurrency: u16,
+
     /// Timeout of one InfluxDB request.
     #[arg(long, env = "INFLUX_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub influx_timeout: Duration,
@@ -122,6 +128,7 @@ impl ConsumerConfig {
             password: self.influx_password.clone(),
             retention_policy: self.influx_retention_policy.clone(),
             batch_points: self.influx_batch_points,
+            concurrency: usize::from(self.influx_concurrency),
             request_timeout: self.influx_timeout,
             max_backoff: self.influx_max_backoff,
             gzip: self.influx_gzip,

@@ -306,8 +306,10 @@ async fn prepare_finds_the_bucket_and_names_a_missing_one() {
 
 #[tokio::test]
 async fn writes_are_gzipped_v2_requests_that_parse_back_into_the_points() {
+    // One request in flight, so the order of the requests is the order of the points.
     let f = Fixture::start(|c| InfluxConfig {
         batch_points: 5,
+        concurrency: 1,
         ..c
     })
     .await;

@@ -155,6 +155,9 @@ impl BulkWrite {
             "60s",
             "--influx-gzip",
             "false",
+            // One request in flight per writer task: `writers` is the whole concurrency.
+            "--influx-concurrency",
+            "1",
         ])
         .influx();
         let runtime = tokio::runtime::Builder::new_multi_thread()
