@@ -17,6 +17,11 @@
 //! A crash anywhere before 6 means the batch is read again; since every point is a pure
 //! function of its candles, writing it twice changes nothing (exactly-once *effect*).
 //!
+//! **Pipelined**: the write of batch N runs on its own task while batch N+1 is collected and
+//! aggregated; batch N's steps 5 and 6 happen before batch N+1's write starts, so offsets
+//! are still committed in order and never ahead of InfluxDB. A rebalance or a shutdown
+//! finishes the batch in flight first. At most two batches are in memory.
+//!
 //! **Offsets are checked, not trusted.** The loop knows the next offset it expects from every
 //! partition (the committed offset after an assignment, then each message's offset + 1).
 //! Some brokers (tansu 0.6.0) answer a fetch that starts *inside* a stored record batch with
@@ -42,7 +47,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Candles of history a symbol needs after a rebuild for its indicators to match an
@@ -56,7 +61,8 @@ pub const REALIGN_WINDOW: i64 = 100_000;
 /// How long one probe waits for the first message.
 const PROBE_WAIT: Duration = Duration::from_millis(1500);
 
-/// How long a write may take before fetching is paused.
+/// How long the loop waits on a write before fetching is paused (counted from when the
+/// loop starts waiting, after it collected and aggregated the next batch).
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
 
 /// Batch engine settings.
@@ -139,6 +145,27 @@ impl ConsumerContext for BatchContext {
             Rebalance::Revoke(_) => {}
         }
     }
+}
+
+/// A batch applied to the state, waiting for its points to be written.
+struct Aggregated {
+    started: Instant,
+    size: usize,
+    /// The offset to commit per partition once the points are written.
+    next_offsets: HashMap<i32, i64>,
+    letters: Vec<DeadLetter>,
+    /// `produced_at` of its candles, for the end-to-end latency.
+    produced_at: Vec<i64>,
+    points: Arc<Vec<Point>>,
+}
+
+/// The write of one batch's points, running on its own task.
+type WriteTask = tokio::task::JoinHandle<Result<WriteOutcome, SinkError>>;
+
+/// A batch whose write is in flight.
+struct InFlight {
+    write: WriteTask,
+    batch: Aggregated,
 }
 
 /// One message taken into a batch.
@@ -243,15 +270,26 @@ impl MicroBatchEngine {
             .with_context(|| format!("subscribing to {}", self.kafka.topic))?;
         tracing::info!(topic = %self.kafka.topic, group = %self.opts.group,
             trigger = ?self.opts.trigger, max_batch = self.opts.max_batch, "consuming");
-        let mut points = Vec::new();
+        // The batch whose write is in flight while the next one is collected and aggregated.
+        let mut in_flight: Option<InFlight> = None;
         loop {
             let mut batch = self.collect(&mut shutdown).await;
+            if self.rebalance_pending() {
+                // Offsets are committed under the ownership they were read with.
+                self.finish(in_flight.take()).await?;
+            }
             self.handle_rebalances(&mut batch).await?;
             let batch = self.admit(batch)?;
-            if !batch.is_empty() {
-                self.process(batch, &mut points, &shutdown).await?;
+            if batch.is_empty() {
+                // Quiet: nothing to overlap with, so the batch in flight completes now.
+                self.finish(in_flight.take()).await?;
+            } else {
+                let next = self.aggregate(batch);
+                self.finish(in_flight.take()).await?;
+                in_flight = Some(self.start_write(next, &shutdown));
             }
             if shutdown.is_shutdown() {
+                self.finish(in_flight.take()).await?;
                 break;
             }
         }
@@ -276,6 +314,17 @@ impl MicroBatchEngine {
             }
         }
         batch
+    }
+
+    /// Whether the rebalance callbacks queued a partition change.
+    fn rebalance_pending(&self) -> bool {
+        !self
+            .consumer
+            .context()
+            .events
+            .lock()
+            .expect("events")
+            .is_empty()
     }
 
     /// Step 2: applies the partition changes the callbacks queued.
@@ -545,13 +594,8 @@ impl MicroBatchEngine {
         Ok(())
     }
 
-    /// Steps 3 to 6 for one batch.
-    async fn process(
-        &mut self,
-        batch: Vec<Incoming>,
-        points: &mut Vec<Point>,
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<()> {
+    /// Step 3: applies a batch to the state and takes the points it changed.
+    fn aggregate(&mut self, batch: Vec<Incoming>) -> Aggregated {
         let started = Instant::now();
         let size = batch.len();
         let mut next_offsets: HashMap<i32, i64> = HashMap::new();
@@ -575,9 +619,40 @@ impl MicroBatchEngine {
                 Err(letter) => letters.push(letter),
             }
         }
-        points.clear();
-        self.aggregator.flush(points);
-        let outcome = self.write(points, shutdown).await?;
+        let mut points = Vec::new();
+        self.aggregator.flush(&mut points);
+        Aggregated {
+            started,
+            size,
+            next_offsets,
+            letters,
+            produced_at,
+            points: Arc::new(points),
+        }
+    }
+
+    /// Step 4 begins: the write runs on its own task while the loop collects and aggregates
+    /// the next batch (two batches in memory at most).
+    fn start_write(&self, batch: Aggregated, shutdown: &Shutdown) -> InFlight {
+        let (sink, points, stop) = (
+            self.sink.clone(),
+            Arc::clone(&batch.points),
+            shutdown.clone(),
+        );
+        InFlight {
+            write: tokio::spawn(async move { sink.write(&points, &stop).await }),
+            batch,
+        }
+    }
+
+    /// Steps 4 to 6 for the batch in flight, if any: waits for its write, sends its dead
+    /// letters, commits its offsets.
+    async fn finish(&mut self, in_flight: Option<InFlight>) -> anyhow::Result<()> {
+        let Some(InFlight { write, batch }) = in_flight else {
+            return Ok(());
+        };
+        let outcome = self.write(write).await?;
+        let mut letters = batch.letters;
         for r in outcome.rejected {
             letters.push(DeadLetter {
                 payload: r.line.into_bytes(),
@@ -595,29 +670,26 @@ impl MicroBatchEngine {
             }
         }
         let written_at = time::now_ms();
-        for t in produced_at {
+        for t in batch.produced_at {
             self.metrics
                 .end_to_end_latency
                 .observe((written_at - t).max(0) as f64 / 1000.0);
         }
-        self.commit(&next_offsets);
-        self.metrics.messages.inc_by(size as u64);
+        self.commit(&batch.next_offsets);
+        self.metrics.messages.inc_by(batch.size as u64);
         self.metrics.batches.inc();
-        self.metrics.batch_size.observe(size as f64);
+        self.metrics.batch_size.observe(batch.size as f64);
         self.metrics
             .batch_duration
-            .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(messages = size, points = points.len(), elapsed = ?started.elapsed(), "batch done");
+            .observe(batch.started.elapsed().as_secs_f64());
+        tracing::debug!(messages = batch.size, points = batch.points.len(),
+            elapsed = ?batch.started.elapsed(), "batch done");
         Ok(())
     }
 
     /// Step 4, pausing the partitions while InfluxDB does not accept the write.
-    async fn write(
-        &mut self,
-        points: &[Point],
-        shutdown: &Shutdown,
-    ) -> anyhow::Result<WriteOutcome> {
-        let (outcome, paused) = self.write_pausing(points, shutdown).await;
+    async fn write(&mut self, write: WriteTask) -> anyhow::Result<WriteOutcome> {
+        let (outcome, paused) = self.write_pausing(write).await;
         if paused {
             // Resuming fetches from the consumed position, which may sit inside a record batch.
             let owned: Vec<i32> = self.owned.iter().copied().collect();
@@ -628,13 +700,13 @@ impl MicroBatchEngine {
         outcome
     }
 
-    async fn write_pausing(
-        &self,
-        points: &[Point],
-        shutdown: &Shutdown,
-    ) -> (anyhow::Result<WriteOutcome>, bool) {
+    async fn write_pausing(&self, write: WriteTask) -> (anyhow::Result<WriteOutcome>, bool) {
         let mut paused = false;
-        let write = self.sink.write(points, shutdown);
+        let write = async move {
+            write
+                .await
+                .unwrap_or_else(|e| Err(SinkError::Fatal(format!("the write task failed: {e}"))))
+        };
         tokio::pin!(write);
         let result = tokio::select! {
             r = &mut write => r,
