@@ -21,7 +21,9 @@
 //!
 //! The producer replays with `--rebase --backfill 6h --speed max`: six hours of candles are
 //! stamped into the last six hours at once, so the dashboards' default range holds data,
-//! and then it keeps ticking one candle a minute, so the producer's gauges stay up.
+//! and then it keeps ticking one candle a minute, so the producer's gauges stay up and the
+//! flow rates (candles sent, messages consumed, points written) turn positive, which the
+//! test waits for before running the panels.
 //!
 //! All failures are collected and reported together, one line per panel query, so one run
 //! shows every empty panel rather than the first.
@@ -215,6 +217,8 @@ impl ScrapingPrometheus {
                 .collect();
             up == jobs
         });
+        // A positive rate, not merely a series: the counters moved between two scrapes and
+        // the rules turned that into flow (after the backfill, one candle a minute).
         for record in [
             "candlepipe:producer_candles_sent:rate1m",
             "candlepipe:consumer_messages:rate1m",
@@ -222,8 +226,8 @@ impl ScrapingPrometheus {
         ] {
             wait_until(
                 FILL_TIMEOUT,
-                &format!("recording rule {record} to have a value"),
-                || !series(&self.server.query(record)).is_empty(),
+                &format!("recording rule {record} to be positive"),
+                || !series(&self.server.query(&format!("{record} > 0"))).is_empty(),
             );
         }
     }
