@@ -32,7 +32,7 @@
 //! accepted as real (compaction can make real gaps).
 
 use crate::dlq::{DeadLetter, DeadLetters};
-use crate::metrics::ConsumerMetrics;
+use crate::metrics::{ConsumerMetrics, FUTURE_REASON};
 use crate::point::Point;
 use crate::sink::{InfluxSink, SinkError, WriteOutcome};
 use crate::state::{Aggregator, Applied};
@@ -75,6 +75,8 @@ pub struct BatchOptions {
     pub max_batch: usize,
     pub horizon: Duration,
     pub rebuild_messages: i64,
+    /// How far ahead of this clock an open time may be (see [`incoming`]).
+    pub max_future: Duration,
 }
 
 /// A partition change seen by the rebalance callbacks, handled at the next batch boundary.
@@ -301,6 +303,7 @@ impl MicroBatchEngine {
     /// Step 1: messages until the batch is full, the trigger fires, or shutdown.
     async fn collect(&self, shutdown: &mut Shutdown) -> Vec<Incoming> {
         let deadline = tokio::time::Instant::now() + self.opts.trigger;
+        let future_limit = time::now_ms().saturating_add(self.opts.max_future.as_millis() as i64);
         let mut batch = Vec::with_capacity(self.opts.max_batch.min(65_536));
         while batch.len() < self.opts.max_batch {
             tokio::select! {
@@ -308,7 +311,7 @@ impl MicroBatchEngine {
                 _ = shutdown.recv() => break,
                 r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
                     Err(_) => break,
-                    Ok(Ok(m)) => batch.push(incoming(&m, &self.metrics)),
+                    Ok(Ok(m)) => batch.push(incoming(&m, future_limit, &self.metrics)),
                     Ok(Err(e)) => tracing::warn!("Kafka: {e}"),
                 },
             }
@@ -768,20 +771,39 @@ impl MicroBatchEngine {
     }
 }
 
-/// Decodes one message into a candle or a dead letter (step 1).
-fn incoming(m: &BorrowedMessage<'_>, metrics: &ConsumerMetrics) -> Incoming {
+/// Decodes one message into a candle or a dead letter (step 1). A candle opening after
+/// `future_limit` (Unix ms: now + `--max-future`) is a dead letter too: kept, it would move
+/// its symbol's event-time watermark ahead and make every later real candle "late".
+fn incoming(m: &BorrowedMessage<'_>, future_limit: i64, metrics: &ConsumerMetrics) -> Incoming {
     let payload = m.payload().unwrap_or_default();
-    let item = codec::decode(payload).map_err(|e| {
-        metrics.invalid.with_label_values(&[e.kind()]).inc();
+    let checked = codec::decode(payload)
+        .map_err(|e| (e.kind(), e.to_string()))
+        .and_then(|c| {
+            if c.open_time > future_limit {
+                Err((
+                    FUTURE_REASON,
+                    format!(
+                        "open_time {} ({}) is ahead of the consumer's clock by more than \
+                         --max-future",
+                        c.open_time,
+                        time::fmt_ms(c.open_time)
+                    ),
+                ))
+            } else {
+                Ok(c)
+            }
+        });
+    let item = checked.map_err(|(kind, error)| {
+        metrics.invalid.with_label_values(&[kind]).inc();
         tracing::debug!(
             partition = m.partition(),
             offset = m.offset(),
-            "invalid message: {e}"
+            "invalid message: {error}"
         );
         DeadLetter {
             payload: payload.to_vec(),
             key: m.key().map(<[u8]>::to_vec),
-            error: e.to_string(),
+            error,
             stage: "decode",
             source_partition: Some(m.partition()),
             source_offset: Some(m.offset()),

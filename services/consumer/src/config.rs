@@ -109,6 +109,12 @@ pub struct ConsumerConfig {
           default_value_t = true, default_missing_value = "true")]
     pub influx_gzip: bool,
 
+    /// Candles stamped further than this ahead of the consumer's clock go to the dead-letter
+    /// topic instead of the state (one far-future candle would otherwise make every later
+    /// real candle of its symbol "late"). Like Kafka's `message.timestamp.after.max.ms`.
+    #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "1h")]
+    pub max_future: Duration,
+
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "CONSUMER_HTTP_ADDR", default_value = "0.0.0.0:9102")]
     pub http_addr: SocketAddr,

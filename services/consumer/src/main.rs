@@ -79,6 +79,7 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
             max_batch: cfg.max_batch,
             horizon: cfg.late_horizon,
             rebuild_messages: cfg.rebuild_messages,
+            max_future: cfg.max_future,
         },
         sink,
         dlq,

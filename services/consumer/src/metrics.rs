@@ -224,6 +224,7 @@ impl ConsumerMetrics {
         for reason in candlepipe_model::DecodeError::KINDS {
             m.invalid.with_label_values(&[reason]);
         }
+        m.invalid.with_label_values(&[FUTURE_REASON]);
         for stage in ["decode", "influx"] {
             m.dlq.with_label_values(&[stage]);
         }
@@ -239,6 +240,10 @@ impl ConsumerMetrics {
         m
     }
 }
+
+/// The `reason` of a candle stamped further ahead of the consumer's clock than
+/// `--max-future` (a policy of the consumer, not a decoding error).
+pub const FUTURE_REASON: &str = "future";
 
 impl Default for ConsumerMetrics {
     fn default() -> Self {

@@ -168,6 +168,11 @@ fn bad_corpus() -> Vec<(Vec<u8>, &'static str)> {
             "invalid type: string",
         ),
         (with("\"high\":12.0", "\"high\":1e400"), "malformed JSON"),
+        // Valid, but 2099-12-31: kept, it would make every later SYM candle "late".
+        (
+            with("1614556800000", "4102444740000"),
+            "ahead of the consumer's clock",
+        ),
         (
             with("\"volume\":3.0", "\"volume\":-3.0"),
             "`volume` is negative",
