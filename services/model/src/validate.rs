@@ -52,16 +52,19 @@ pub fn validate_symbol(symbol: &str) -> Result<(), InvalidCandle> {
     if symbol.len() > MAX_SYMBOL_LEN {
         return Err(InvalidCandle::SymbolTooLong(symbol.to_owned()));
     }
-    if let Some(bad) = symbol
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(InvalidCandle::SymbolCharset {
-            symbol: symbol.to_owned(),
-            bad,
-        });
+    let allowed = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
+    // Bytes, not chars: every allowed character is ASCII, and this runs once per message.
+    if symbol.bytes().all(allowed) {
+        return Ok(());
     }
-    Ok(())
+    let bad = symbol
+        .chars()
+        .find(|&c| !u8::try_from(c).is_ok_and(allowed))
+        .expect("a byte outside the charset belongs to a char outside it");
+    Err(InvalidCandle::SymbolCharset {
+        symbol: symbol.to_owned(),
+        bad,
+    })
 }
 
 /// Checks every rule; the first broken one is returned.

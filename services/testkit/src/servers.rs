@@ -119,7 +119,10 @@ impl Tansu {
             .args(["--storage-engine", &engine])
             .current_dir(dir.path())
             // TANSU_LOG=<filter> raises the broker's log level when diagnosing a test.
-            .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or("warn".into()));
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or("warn".into()),
+            );
         let log = dir.path().join(format!("tansu-{port}.log"));
         let mut server = ChildServer::spawn("tansu", cmd, log);
         let brokers = format!("127.0.0.1:{port}");

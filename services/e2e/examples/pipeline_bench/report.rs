@@ -385,7 +385,11 @@ impl Report {
         let paced_what = "no backlog, so little prefetch: the per-symbol state, a batch of \
             5,000 messages (1 s at 5k/s) and the rest as above";
         let wide_runs = std::iter::once((&m.wide_backlog, backlog_what))
-            .chain(m.wide_large_prefetch.iter().map(|c| (c, large_what.as_str())))
+            .chain(
+                m.wide_large_prefetch
+                    .iter()
+                    .map(|c| (c, large_what.as_str())),
+            )
             .chain(std::iter::once((&m.wide_paced.consumer, paced_what)));
         for (w, what) in wide_runs {
             self.line(format!(
