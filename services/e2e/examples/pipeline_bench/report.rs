@@ -38,7 +38,7 @@ pub struct Measured {
 struct Ceiling {
     kafka: f64,
     influx: f64,
-    /// InfluxDB's rate with one request in flight (the consumer's shape), candles/s.
+    /// InfluxDB's rate with one request in flight, candles/s.
     influx_one_writer: f64,
     /// The consumer's points per candle, which converts InfluxDB's points/s to candles/s.
     points_per_candle: f64,
@@ -342,10 +342,10 @@ impl Report {
             let share = c.rate() / ceiling.candles_per_s();
             self.line(format!(
                 "| consumer ≥ 80 % of the ceiling ({}) | {:.0} % ({} of {} candles/s) | {} | \
-                 the ceiling is {}. The consumer used {:.0} % of one core: it mostly waits for \
-                 InfluxDB, with one write request in flight at a time; against a bulk write with \
-                 one request in flight ({} candles/s) it reaches {:.0} %. The machine was {:.0} % \
-                 busy |",
+                 the ceiling is {}. The consumer used {:.0} % of one core and mostly waits for \
+                 InfluxDB (two write requests in flight, the next batch aggregated meanwhile); \
+                 against a bulk write with one request in flight ({} candles/s) it reaches \
+                 {:.0} %. The machine was {:.0} % busy |",
                 c.setup.label,
                 share * 100.0,
                 kilo(c.rate()),
