@@ -162,7 +162,9 @@ struct Aggregated {
 }
 
 /// The write of one batch's points, running on its own task.
-type WriteTask = tokio::task::JoinHandle<Result<WriteOutcome, SinkError>>;
+/// Its output carries when InfluxDB accepted the points (Unix ms): the batch may be
+/// finished a trigger later, and the end-to-end latency must not include that wait.
+type WriteTask = tokio::task::JoinHandle<Result<(WriteOutcome, i64), SinkError>>;
 
 /// A batch whose write is in flight.
 struct InFlight {
@@ -647,7 +649,10 @@ impl MicroBatchEngine {
             shutdown.clone(),
         );
         InFlight {
-            write: tokio::spawn(async move { sink.write(&points, &stop).await }),
+            write: tokio::spawn(async move {
+                let outcome = sink.write(&points, &stop).await?;
+                Ok((outcome, time::now_ms()))
+            }),
             batch,
         }
     }
@@ -658,7 +663,7 @@ impl MicroBatchEngine {
         let Some(InFlight { write, batch }) = in_flight else {
             return Ok(());
         };
-        let outcome = self.write(write).await?;
+        let (outcome, written_at) = self.write(write).await?;
         let mut letters = batch.letters;
         for r in outcome.rejected {
             letters.push(DeadLetter {
@@ -676,7 +681,6 @@ impl MicroBatchEngine {
                 self.metrics.dlq.with_label_values(&[l.stage]).inc();
             }
         }
-        let written_at = time::now_ms();
         for t in batch.produced_at {
             self.metrics
                 .end_to_end_latency
@@ -695,7 +699,7 @@ impl MicroBatchEngine {
     }
 
     /// Step 4, pausing the partitions while InfluxDB does not accept the write.
-    async fn write(&mut self, write: WriteTask) -> anyhow::Result<WriteOutcome> {
+    async fn write(&mut self, write: WriteTask) -> anyhow::Result<(WriteOutcome, i64)> {
         let (outcome, paused) = self.write_pausing(write).await;
         if paused {
             // Resuming fetches from the consumed position, which may sit inside a record batch.
@@ -707,7 +711,7 @@ impl MicroBatchEngine {
         outcome
     }
 
-    async fn write_pausing(&self, write: WriteTask) -> (anyhow::Result<WriteOutcome>, bool) {
+    async fn write_pausing(&self, write: WriteTask) -> (anyhow::Result<(WriteOutcome, i64)>, bool) {
         let mut paused = false;
         let write = async move {
             write
