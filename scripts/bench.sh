@@ -70,7 +70,9 @@ if [ "$BENCH_CRITERION" = 1 ]; then
   log "criterion: consumer hot path"
   load=$(loadavg)
   cargo bench -p consumer --bench hot_path --locked 2>&1 | grep -E '^(consumer|replay)/|time:|thrpt:' || true
-  CRITERION_ARGS+=(--criterion-load "consumer/decode=$load" --criterion-load "consumer/decode_aggregate_encode=$load")
+  for id in decode aggregate encode decode_aggregate_encode; do
+    CRITERION_ARGS+=(--criterion-load "consumer/$id=$load")
+  done
   log "criterion: replay reader"
   load=$(loadavg)
   cargo bench -p producer --bench replay_reader --locked 2>&1 | grep -E '^(consumer|replay)/|time:|thrpt:' || true

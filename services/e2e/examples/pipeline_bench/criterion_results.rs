@@ -4,10 +4,20 @@
 use std::path::Path;
 
 /// The bench ids the report knows, with what one element is and the target, if any.
-pub const BENCHES: [(&str, &str, Option<f64>); 3] = [
+pub const BENCHES: [(&str, &str, Option<f64>); 5] = [
     (
         "consumer/decode",
         "a JSON message decoded and validated",
+        None,
+    ),
+    (
+        "consumer/aggregate",
+        "a decoded candle applied to the state, its changed points taken",
+        None,
+    ),
+    (
+        "consumer/encode",
+        "a candle's points (~2.3) written as line protocol",
         None,
     ),
     (
