@@ -236,9 +236,9 @@ impl MicroBatchEngine {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000")
             // Bounded prefetch: a stalled sink holds at most this much per member. 1 MiB
-            // (~4,500 candles) keeps a 10,000-candle batch fed from a local broker while
-            // keeping RSS near 64 MiB with 1,000 symbols (BENCHMARKS.md); raise both with
-            // --kafka-property for a distant broker.
+            // (~4,500 candles) keeps a 10,000-candle batch fed from a local broker; 16 MiB
+            // bought 6 % more throughput for 56 MiB more RSS with 1,000 symbols
+            // (BENCHMARKS.md). Raise both with --kafka-property for a distant broker.
             .set("queued.max.messages.kbytes", "1024")
             .set("fetch.max.bytes", "1048576")
             // With a queue this small librdkafka often finds it full; its default 1 s pause

@@ -1,6 +1,6 @@
 //! The consumer's command line: one clap struct, every flag also an environment variable.
 
-use crate::sink::{InfluxApi, InfluxConfig};
+use crate::sink::{InfluxApi, InfluxConfig, DEFAULT_BATCH_POINTS, DEFAULT_CONCURRENCY};
 use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::time::parse_duration;
 use clap::{ArgAction, Parser};
@@ -87,12 +87,12 @@ pub struct ConsumerConfig {
     pub influx_retention_policy: Option<String>,
 
     /// Points per InfluxDB write request.
-    #[arg(long, env = "INFLUX_BATCH_POINTS", default_value_t = 5_000)]
+    #[arg(long, env = "INFLUX_BATCH_POINTS", default_value_t = DEFAULT_BATCH_POINTS)]
     pub influx_batch_points: usize,
 
     /// InfluxDB write requests in flight at once (a batch of more than
     /// `--influx-batch-points` points is sent as several requests).
-    #[arg(long, env = "INFLUX_CONCURRENCY", default_value_t = 2,
+    #[arg(long, env = "INFLUX_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub influx_concurrency: u16,
 

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_BATCH_POINTS: usize = 5000;
 /// Write requests in flight at once by default: two keep InfluxDB busy while the consumer
 /// compresses and sends the next body (the benchmark's two-writer ceiling is ~1.5x one).
-pub const DEFAULT_CONCURRENCY: usize = 2;
+pub const DEFAULT_CONCURRENCY: u16 = 2;
 /// Longer than InfluxDB 1.x's own 10 s write timeout, so its answer is seen rather than ours.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest pause between retries: also the longest delay before noticing InfluxDB is back.
@@ -117,7 +117,7 @@ impl Default for InfluxConfig {
             password: None,
             retention_policy: None,
             batch_points: DEFAULT_BATCH_POINTS,
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: usize::from(DEFAULT_CONCURRENCY),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_backoff: DEFAULT_MAX_BACKOFF,
             gzip: true,
