@@ -47,3 +47,18 @@ ensure_rust_components() {
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 }
+
+# Fails early, naming the directory and the sizes, when the disk holding DIR has less than
+# MIN_GB free: a build that runs out of space halfway dies with a linker "Bus error" that
+# names neither. A fresh build of the workspace plus the tests' servers needs about 8 GB.
+ensure_free_disk() {
+  local dir=$1 min_gb=$2 probe avail_kb
+  probe=$dir
+  while [ ! -d "$probe" ]; do probe=$(dirname "$probe"); done
+  avail_kb=$(df -Pk "$probe" | awk 'NR == 2 { print $4 }')
+  if [ "$avail_kb" -lt $((min_gb * 1024 * 1024)) ]; then
+    log "only $((avail_kb / 1024 / 1024)) GB free under $probe; the build and tests need about $min_gb GB (free some space, or set CANDLEPIPE_MIN_FREE_GB to override)"
+    return 1
+  fi
+  log "disk: $((avail_kb / 1024 / 1024)) GB free under $probe"
+}
