@@ -15,7 +15,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # A one-off run gains nothing from incremental compilation, which only adds GBs of cache;
 # a developer who reruns often can export CARGO_INCREMENTAL=1.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-ensure_free_disk "${CARGO_TARGET_DIR:-target}" "${CANDLEPIPE_MIN_FREE_GB:-8}"
+ensure_free_disk "${CARGO_TARGET_DIR:-target}" "${CANDLEPIPE_MIN_FREE_GB:-4}"
 
 # Servers' temp dirs go here, removed at the end whatever happens.
 CANDLEPIPE_TEST_TMP=$(mktemp -d -t candlepipe-test-XXXXXX)

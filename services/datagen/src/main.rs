@@ -14,7 +14,7 @@ use candlepipe_datagen::{
 };
 use clap::Parser;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Generate synthetic Binance 1m candle parquet files in the Kaggle binance-full-history schema.
 #[derive(Debug, Parser)]
@@ -110,7 +110,8 @@ fn main() -> Result<()> {
     }
     let market = MarketOptions {
         seed: args.seed,
-        start_ms: parse_start_ms(&args.start)?,
+        start_ms: candlepipe_model::time::parse_instant_ms(&args.start)
+            .map_err(|e| anyhow::anyhow!("--start: {e}"))?,
         minutes: u32::try_from(minutes).context("--duration too long")?,
         gap_rate: args.gap_rate,
     };
@@ -158,21 +159,4 @@ fn repack(from: &Path, args: &Args) -> Result<()> {
     }
     println!("{total} rows in {} files", inputs.len());
     Ok(())
-}
-
-/// `2021-03-01` or `2021-03-01T00:00:00Z` -> Unix ms.
-fn parse_start_ms(s: &str) -> Result<i64> {
-    let s = s.trim();
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
-        .with_context(|| format!("invalid --start {s:?} (want e.g. 2021-03-01T00:00:00Z)"))?;
-    let ms = t
-        .duration_since(UNIX_EPOCH)
-        .context("--start is before 1970")?
-        .as_millis();
-    Ok(i64::try_from(ms)?)
 }
