@@ -33,8 +33,7 @@
 
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::{ConsumerMetrics, FUTURE_REASON};
-use crate::point::Point;
-use crate::sink::{InfluxSink, SinkError, WriteOutcome};
+use crate::sink::{EncodedBatch, InfluxSink, SinkError, WriteOutcome};
 use crate::state::{Aggregator, Applied};
 use anyhow::{bail, Context as _};
 use candlepipe_model::kafka::KafkaArgs;
@@ -158,7 +157,7 @@ struct Aggregated {
     letters: Vec<DeadLetter>,
     /// `produced_at` of its candles, for the end-to-end latency.
     produced_at: Vec<i64>,
-    points: Arc<Vec<Point>>,
+    encoded: Arc<EncodedBatch>,
 }
 
 /// The write of one batch's points, running on its own task.
@@ -630,27 +629,34 @@ impl MicroBatchEngine {
         }
         let mut points = Vec::new();
         self.aggregator.flush(&mut points);
+        // Encoded now, the points go: a batch waiting on InfluxDB (next to the one being
+        // collected) holds only its line protocol, about half of what points plus text took.
+        // The shrink first returns the Vec's growth slack while the text is built (large
+        // blocks are mmapped, see `candlepipe_model::alloc`: an mremap, not a copy).
+        points.shrink_to_fit();
+        let encoded = Arc::new(EncodedBatch::new(&points));
+        drop(points);
         Aggregated {
             started,
             size,
             next_offsets,
             letters,
             produced_at,
-            points: Arc::new(points),
+            encoded,
         }
     }
 
     /// Step 4 begins: the write runs on its own task while the loop collects and aggregates
     /// the next batch (two batches in memory at most).
     fn start_write(&self, batch: Aggregated, shutdown: &Shutdown) -> InFlight {
-        let (sink, points, stop) = (
+        let (sink, encoded, stop) = (
             self.sink.clone(),
-            Arc::clone(&batch.points),
+            Arc::clone(&batch.encoded),
             shutdown.clone(),
         );
         InFlight {
             write: tokio::spawn(async move {
-                let outcome = sink.write(&points, &stop).await?;
+                let outcome = sink.write_encoded(&encoded, &stop).await?;
                 Ok((outcome, time::now_ms()))
             }),
             batch,
@@ -693,7 +699,7 @@ impl MicroBatchEngine {
         self.metrics
             .batch_duration
             .observe(batch.started.elapsed().as_secs_f64());
-        tracing::debug!(messages = batch.size, points = batch.points.len(),
+        tracing::debug!(messages = batch.size, lines = batch.encoded.lines(),
             elapsed = ?batch.started.elapsed(), "batch done");
         Ok(())
     }

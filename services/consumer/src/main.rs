@@ -7,15 +7,22 @@ use candlepipe_consumer::dlq::DeadLetters;
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::sink::InfluxSink;
 use candlepipe_model::http::{self, Readiness};
-use candlepipe_model::{kafka, shutdown, telemetry};
+use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+fn main() -> ExitCode {
+    // Before the runtime exists: malloc settings should hold for every thread it starts.
+    let malloc = alloc::tune();
+    start(malloc)
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn start(malloc: alloc::Tuned) -> ExitCode {
     telemetry::init();
+    tracing::debug!(settings = %malloc.describe(), "malloc");
     let cfg = ConsumerConfig::parse();
     telemetry::exit_code("consumer", run(cfg).await)
 }

@@ -159,6 +159,41 @@ pub struct WriteOutcome {
     pub empty: usize,
 }
 
+/// Points encoded as line protocol for [`InfluxSink::write_encoded`]. Points that cannot
+/// be encoded are rejected here, with their debug form, so the points need not be kept.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    encoded: EncodedPoints,
+    unencodable: Vec<RejectedPoint>,
+}
+
+impl EncodedBatch {
+    pub fn new(points: &[Point]) -> EncodedBatch {
+        let encoded = lineproto::encode_all(points);
+        let unencodable = encoded
+            .unencodable
+            .iter()
+            .map(|(index, err)| {
+                tracing::warn!(error = %err, "point cannot be encoded as line protocol; rejecting it");
+                RejectedPoint {
+                    index: *index,
+                    line: format!("{:?}", points[*index]),
+                    error: err.to_string(),
+                }
+            })
+            .collect();
+        EncodedBatch {
+            encoded,
+            unencodable,
+        }
+    }
+
+    /// Lines to write.
+    pub fn lines(&self) -> usize {
+        self.encoded.lines.len()
+    }
+}
+
 /// A point that will never be accepted as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectedPoint {
@@ -398,20 +433,23 @@ impl InfluxSink {
         points: &[Point],
         stop: &Shutdown,
     ) -> Result<WriteOutcome, SinkError> {
-        let encoded = lineproto::encode_all(points);
+        self.write_encoded(&EncodedBatch::new(points), stop).await
+    }
+
+    /// [`InfluxSink::write`] of points already encoded: the batch loop encodes a batch as
+    /// soon as it is aggregated and drops the points, so a batch waiting on InfluxDB holds
+    /// only its line protocol.
+    pub async fn write_encoded(
+        &self,
+        batch: &EncodedBatch,
+        stop: &Shutdown,
+    ) -> Result<WriteOutcome, SinkError> {
+        let encoded = &batch.encoded;
         let mut outcome = WriteOutcome {
             written: 0,
-            rejected: Vec::new(),
+            rejected: batch.unencodable.clone(),
             empty: encoded.empty,
         };
-        for (index, err) in &encoded.unencodable {
-            tracing::warn!(error = %err, "point cannot be encoded as line protocol; rejecting it");
-            outcome.rejected.push(RejectedPoint {
-                index: *index,
-                line: format!("{:?}", points[*index]),
-                error: err.to_string(),
-            });
-        }
         let lines = encoded.lines.len();
         let batch = self.inner.cfg.batch_points;
         let requests = (0..lines)
@@ -422,10 +460,9 @@ impl InfluxSink {
         let parts: Vec<WriteOutcome> = stream::iter(requests)
             .map(|request| {
                 let mut stop = stop.clone();
-                let encoded = &encoded;
                 async move {
                     let mut part = WriteOutcome::default();
-                    self.write_bisecting(points, encoded, request, &mut stop, &mut part)
+                    self.write_bisecting(encoded, request, &mut stop, &mut part)
                         .await
                         .map(|()| part)
                 }
@@ -445,7 +482,6 @@ impl InfluxSink {
     /// request until the rejected lines stand alone.
     async fn write_bisecting(
         &self,
-        points: &[Point],
         encoded: &EncodedPoints,
         range: Range<usize>,
         stop: &mut Shutdown,
@@ -459,7 +495,7 @@ impl InfluxSink {
                 .await?
             {
                 Settled::Accepted => {
-                    self.count_written(points, encoded, lines.clone());
+                    self.count_written(encoded, lines.clone());
                     outcome.written += lines.len();
                 }
                 Settled::Rejected(message) if lines.len() == 1 => {
@@ -604,13 +640,14 @@ impl InfluxSink {
         Url::parse(&self.inner.cfg.url).expect("checked by InfluxSink::new")
     }
 
-    fn count_written(&self, points: &[Point], encoded: &EncodedPoints, lines: Range<usize>) {
+    fn count_written(&self, encoded: &EncodedPoints, lines: Range<usize>) {
         let mut candles = 0;
         let mut indicators = 0;
         for line in &encoded.lines[lines] {
-            match points[line.point] {
-                Point::Candle(_) => candles += 1,
-                Point::Indicator(_) => indicators += 1,
+            if line.measurement == crate::point::CANDLE_MEASUREMENT {
+                candles += 1;
+            } else {
+                indicators += 1;
             }
         }
         let written = &self.inner.metrics.points_written;

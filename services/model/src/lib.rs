@@ -10,8 +10,10 @@
 //! It also holds the few runtime pieces both binaries need in exactly the same shape:
 //! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
-//! and topic creation) and [`time`] (minute arithmetic and duration parsing).
+//! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
+//! (glibc malloc settings that keep RSS near what is live).
 
+pub mod alloc;
 pub mod candle;
 pub mod codec;
 pub mod http;

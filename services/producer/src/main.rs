@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use candlepipe_model::http::{self, Readiness};
-use candlepipe_model::{kafka, shutdown, telemetry};
+use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use candlepipe_producer::config::ProducerConfig;
 use candlepipe_producer::metrics::ProducerMetrics;
 use candlepipe_producer::mode::{Mode, Supervisor, SupervisorEnd};
@@ -17,9 +17,16 @@ use std::time::Duration;
 /// Live symbols when `--symbols` is not given.
 const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-USD", "USDC-USD"];
 
+fn main() -> ExitCode {
+    // Before the runtime exists: malloc settings should hold for every thread it starts.
+    let malloc = alloc::tune();
+    start(malloc)
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn start(malloc: alloc::Tuned) -> ExitCode {
     telemetry::init();
+    tracing::debug!(settings = %malloc.describe(), "malloc");
     let cfg = ProducerConfig::parse();
     telemetry::exit_code("producer", run(cfg).await)
 }
