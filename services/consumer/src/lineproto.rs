@@ -125,9 +125,8 @@ impl EncodedPoints {
     /// one `EncodedPoints` and refill it per batch. (In the hot-path bench glibc already
     /// hands the freed buffer back to the next batch, so this measured no gain over
     /// [`encode_all`] there; what matters is reserving enough up front, as both do, so the
-    /// text is never copied to a larger buffer mid-batch.) The text is shrunk to its length
-    /// at the end, since the consumer keeps it until InfluxDB took it: shrinking in place
-    /// (heap) or by mremap (large blocks, see `candlepipe_model::alloc`) copies nothing.
+    /// text is never copied to a larger buffer mid-batch.) The consumer's sink refills one
+    /// per request-sized chunk of a batch.
     pub fn refill(&mut self, points: &[Point]) {
         self.text.clear();
         self.lines.clear();
@@ -147,8 +146,6 @@ impl EncodedPoints {
                 Err(e) => self.unencodable.push((i, e)),
             }
         }
-        // The text lives as long as the batch's write: keep what it needs, not the estimate.
-        self.text.shrink_to_fit();
     }
 }
 

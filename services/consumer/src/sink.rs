@@ -33,14 +33,14 @@
 //! sink has to control: per-request gzip, the retry policy, the status code and the error
 //! body that tell a bad line from a sick server. The protocol is two small HTTP calls.
 
-use crate::lineproto::{self, EncodedPoints};
+use crate::lineproto::{EncodedLine, EncodedPoints};
 use crate::metrics::ConsumerMetrics;
 use crate::point::Point;
 use candlepipe_model::shutdown::Shutdown;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::{StatusCode, Url};
 use std::fmt;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,38 +159,39 @@ pub struct WriteOutcome {
     pub empty: usize,
 }
 
-/// Points encoded as line protocol for [`InfluxSink::write_encoded`]. Points that cannot
-/// be encoded are rejected here, with their debug form, so the points need not be kept.
+/// A batch's points as the request bodies [`InfluxSink::write_encoded`] sends, from
+/// [`InfluxSink::encode`]. Points that cannot be encoded are rejected here, with their
+/// debug form, so the caller can drop the points; with gzip on, the line protocol text is
+/// dropped too and only the compressed bodies (about a sixth of it) wait for InfluxDB. A
+/// rejected request is unpacked again to isolate its bad lines.
 #[derive(Debug, Default)]
 pub struct EncodedBatch {
-    encoded: EncodedPoints,
+    /// Every encoded line (spans index the text of its request's body).
+    lines: Vec<EncodedLine>,
+    /// One body per `batch_points` points, in order.
+    requests: Vec<RequestBody>,
+    /// Points with no field to write.
+    empty: usize,
     unencodable: Vec<RejectedPoint>,
 }
 
-impl EncodedBatch {
-    pub fn new(points: &[Point]) -> EncodedBatch {
-        let encoded = lineproto::encode_all(points);
-        let unencodable = encoded
-            .unencodable
-            .iter()
-            .map(|(index, err)| {
-                tracing::warn!(error = %err, "point cannot be encoded as line protocol; rejecting it");
-                RejectedPoint {
-                    index: *index,
-                    line: format!("{:?}", points[*index]),
-                    error: err.to_string(),
-                }
-            })
-            .collect();
-        EncodedBatch {
-            encoded,
-            unencodable,
-        }
-    }
+#[derive(Debug)]
+struct RequestBody {
+    /// Indices into [`EncodedBatch::lines`].
+    lines: Range<usize>,
+    /// The request body: the lines' text, gzipped when configured.
+    body: Vec<u8>,
+}
 
+impl EncodedBatch {
     /// Lines to write.
     pub fn lines(&self) -> usize {
-        self.encoded.lines.len()
+        self.lines.len()
+    }
+
+    /// Bytes held for the request bodies.
+    pub fn body_bytes(&self) -> usize {
+        self.requests.iter().map(|r| r.body.len()).sum()
     }
 }
 
@@ -433,36 +434,70 @@ impl InfluxSink {
         points: &[Point],
         stop: &Shutdown,
     ) -> Result<WriteOutcome, SinkError> {
-        self.write_encoded(&EncodedBatch::new(points), stop).await
+        self.write_encoded(&self.encode(points), stop).await
     }
 
-    /// [`InfluxSink::write`] of points already encoded: the batch loop encodes a batch as
-    /// soon as it is aggregated and drops the points, so a batch waiting on InfluxDB holds
-    /// only its line protocol.
+    /// Encodes `points` into request bodies of at most `batch_points` lines each (see
+    /// [`EncodedBatch`]). One chunk of points is encoded at a time into a reused buffer, so
+    /// the whole batch never exists as uncompressed text.
+    pub fn encode(&self, points: &[Point]) -> EncodedBatch {
+        let per_request = self.inner.cfg.batch_points.max(1);
+        let mut batch = EncodedBatch {
+            lines: Vec::with_capacity(points.len()),
+            ..EncodedBatch::default()
+        };
+        let mut chunk_text = EncodedPoints::default();
+        for (n, chunk) in points.chunks(per_request).enumerate() {
+            let offset = n * per_request;
+            chunk_text.refill(chunk);
+            batch.empty += chunk_text.empty;
+            for (i, err) in &chunk_text.unencodable {
+                tracing::warn!(error = %err, "point cannot be encoded as line protocol; rejecting it");
+                batch.unencodable.push(RejectedPoint {
+                    index: offset + i,
+                    line: format!("{:?}", chunk[*i]),
+                    error: err.to_string(),
+                });
+            }
+            if chunk_text.lines.is_empty() {
+                continue;
+            }
+            let first = batch.lines.len();
+            batch
+                .lines
+                .extend(chunk_text.lines.iter().map(|l| EncodedLine {
+                    point: offset + l.point,
+                    ..l.clone()
+                }));
+            batch.requests.push(RequestBody {
+                lines: first..batch.lines.len(),
+                body: self.request_body(&chunk_text.text),
+            });
+        }
+        batch
+    }
+
+    /// [`InfluxSink::write`] of a batch encoded earlier: the batch loop encodes a batch as
+    /// soon as it is aggregated and drops the points.
     pub async fn write_encoded(
         &self,
         batch: &EncodedBatch,
         stop: &Shutdown,
     ) -> Result<WriteOutcome, SinkError> {
-        let encoded = &batch.encoded;
         let mut outcome = WriteOutcome {
             written: 0,
             rejected: batch.unencodable.clone(),
-            empty: encoded.empty,
+            empty: batch.empty,
         };
-        let lines = encoded.lines.len();
-        let batch = self.inner.cfg.batch_points;
-        let requests = (0..lines)
-            .step_by(batch)
-            .map(|start| start..(start + batch).min(lines));
         // Up to `concurrency` requests in flight: InfluxDB ingests on several cores, and one
         // request at a time leaves it idle while the next body is built and sent.
-        let parts: Vec<WriteOutcome> = stream::iter(requests)
-            .map(|request| {
+        let parts: Vec<WriteOutcome> = stream::iter(0..batch.requests.len())
+            .map(|i| {
                 let mut stop = stop.clone();
+                let request = &batch.requests[i];
                 async move {
                     let mut part = WriteOutcome::default();
-                    self.write_bisecting(encoded, request, &mut stop, &mut part)
+                    self.write_request(batch, request, &mut stop, &mut part)
                         .await
                         .map(|()| part)
                 }
@@ -478,24 +513,60 @@ impl InfluxSink {
         Ok(outcome)
     }
 
+    /// Sends one prepared request; if InfluxDB rejects lines of it, unpacks its text and
+    /// isolates them.
+    async fn write_request(
+        &self,
+        batch: &EncodedBatch,
+        request: &RequestBody,
+        stop: &mut Shutdown,
+        outcome: &mut WriteOutcome,
+    ) -> Result<(), SinkError> {
+        let lines = &batch.lines[request.lines.clone()];
+        match self.send_until_settled(&request.body, stop).await? {
+            Settled::Accepted => {
+                self.count_written(lines);
+                outcome.written += lines.len();
+                Ok(())
+            }
+            Settled::Rejected(message) => {
+                // The lines' spans index this request's own text.
+                let encoded = EncodedPoints {
+                    text: self.unpack(&request.body),
+                    lines: lines.to_vec(),
+                    ..EncodedPoints::default()
+                };
+                let all = 0..encoded.lines.len();
+                self.write_bisecting(&encoded, all, Some(message), stop, outcome)
+                    .await
+            }
+        }
+    }
+
     /// Writes the lines `range` of `encoded`; when InfluxDB rejects some of them, halves the
     /// request until the rejected lines stand alone.
+    /// `rejected` is InfluxDB's answer to the whole range, when it was already sent.
     async fn write_bisecting(
         &self,
         encoded: &EncodedPoints,
         range: Range<usize>,
+        mut rejected: Option<String>,
         stop: &mut Shutdown,
         outcome: &mut WriteOutcome,
     ) -> Result<(), SinkError> {
         let mut pending = vec![range];
         let mut bisecting = false;
         while let Some(lines) = pending.pop() {
-            match self
-                .send_until_settled(encoded.body(lines.clone()), stop)
-                .await?
-            {
+            let settled = match rejected.take() {
+                Some(message) => Settled::Rejected(message),
+                None => {
+                    let body = self.request_body(encoded.body(lines.clone()));
+                    self.send_until_settled(&body, stop).await?
+                }
+            };
+            match settled {
                 Settled::Accepted => {
-                    self.count_written(encoded, lines.clone());
+                    self.count_written(&encoded.lines[lines.clone()]);
                     outcome.written += lines.len();
                 }
                 Settled::Rejected(message) if lines.len() == 1 => {
@@ -527,14 +598,13 @@ impl InfluxSink {
     /// failures are retried.
     async fn send_until_settled(
         &self,
-        lines: &[u8],
+        body: &[u8],
         stop: &mut Shutdown,
     ) -> Result<Settled, SinkError> {
-        let body = self.request_body(lines);
         let mut backoff = Backoff::new(self.inner.cfg.max_backoff);
         loop {
             let started = Instant::now();
-            let (kind, why) = match self.post(&body).await {
+            let (kind, why) = match self.post(body).await {
                 Answer::Accepted => {
                     let m = &self.inner.metrics;
                     m.write_duration.observe(started.elapsed().as_secs_f64());
@@ -571,6 +641,18 @@ impl InfluxSink {
             }
             backoff.pause(stop).await?;
         }
+    }
+
+    /// The lines' text of a body built by [`InfluxSink::request_body`].
+    fn unpack(&self, body: &[u8]) -> Vec<u8> {
+        if !self.inner.cfg.gzip {
+            return body.to_vec();
+        }
+        let mut text = Vec::with_capacity(body.len() * 6);
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut text)
+            .expect("a body this sink gzipped itself decompresses");
+        text
     }
 
     fn request_body(&self, lines: &[u8]) -> Vec<u8> {
@@ -640,10 +722,10 @@ impl InfluxSink {
         Url::parse(&self.inner.cfg.url).expect("checked by InfluxSink::new")
     }
 
-    fn count_written(&self, encoded: &EncodedPoints, lines: Range<usize>) {
+    fn count_written(&self, lines: &[EncodedLine]) {
         let mut candles = 0;
         let mut indicators = 0;
-        for line in &encoded.lines[lines] {
+        for line in lines {
             if line.measurement == crate::point::CANDLE_MEASUREMENT {
                 candles += 1;
             } else {

@@ -405,9 +405,21 @@ fn hostile_tag_values_stay_inside_their_tag() {
 
 #[test]
 fn a_field_type_conflict_rejects_exactly_the_conflicting_points() {
+    // One gzipped request, and many plain ones: a rejected request is unpacked from its
+    // body again, and its lines must keep their index in the batch.
+    for (gzip, batch_points) in [(true, 5000), (false, 64)] {
+        field_type_conflict(gzip, batch_points);
+    }
+}
+
+fn field_type_conflict(gzip: bool, batch_points: usize) {
     let influxd = Influxd::shared();
     let db = unique("conflict");
-    let h = Harness::new(v1_config(influxd, &db));
+    let h = Harness::new(InfluxConfig {
+        gzip,
+        batch_points,
+        ..v1_config(influxd, &db)
+    });
     h.prepare();
     let (candles, _) = real_points();
     // InfluxDB 1.x fixes a field's type per shard (7 days for the default policy). The first

@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use candlepipe_consumer::lineproto::{parse_line, ParsedLine};
+use candlepipe_consumer::lineproto::{self, parse_line, ParsedLine};
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
 use candlepipe_consumer::sink::{InfluxApi, InfluxConfig, InfluxSink, SinkError};
@@ -382,6 +382,35 @@ async fn server_errors_are_retried_until_influxdb_accepts() {
         f.metrics.write_errors.with_label_values(&["server"]).get(),
         3
     );
+}
+
+/// A batch is cut into gzipped request bodies when it is encoded; a rejected request is
+/// unpacked again to isolate its lines, which must keep their place in the batch. (Plain
+/// bodies: `a_field_type_conflict_rejects_exactly_the_conflicting_points` on influxd 1.x.)
+#[tokio::test]
+async fn rejected_lines_in_later_requests_keep_their_batch_index() {
+    let f = Fixture::start(|c| InfluxConfig {
+        batch_points: 16,
+        ..c
+    })
+    .await;
+    let mut points: Vec<Point> = (0..40).map(|i| candle("SOL-USD", i)).collect();
+    points[23] = candle(POISON, 23);
+    points[35] = candle(POISON, 35);
+    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
+    assert_eq!(outcome.written, 38);
+    let indices: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
+    assert_eq!(indices, vec![23, 35]);
+    for (r, minute) in outcome.rejected.iter().zip([23, 35]) {
+        let mut line = Vec::new();
+        lineproto::encode(&points[minute], &mut line).unwrap();
+        assert_eq!(r.line.as_bytes(), line.trim_ascii_end());
+    }
+    f.assert_well_formed();
+    let mut good = points.clone();
+    good.remove(35);
+    good.remove(23);
+    assert_eq!(sorted(f.endpoint().stored.clone()), expected(&good));
 }
 
 #[tokio::test]
