@@ -440,8 +440,20 @@ impl InfluxSink {
     /// Encodes `points` into request bodies of at most `batch_points` lines each (see
     /// [`EncodedBatch`]). One chunk of points is encoded at a time into a reused buffer, so
     /// the whole batch never exists as uncompressed text.
+    ///
+    /// A batch of more than `batch_points` points is cut into requests of equal size whose
+    /// number is a multiple of `concurrency`, so
+    /// the batch's last round of requests keeps InfluxDB as busy as the others: 22,850
+    /// points at 5,000 and 2 in flight are 6 requests of 3,809 (3 full rounds), not 4 of
+    /// 5,000 and a lone 2,850. (On its own this measured within noise on the benchmark:
+    /// there the consumer then waited on fetches, see `fetch.wait.max.ms` in `batch`.)
     pub fn encode(&self, points: &[Point]) -> EncodedBatch {
-        let per_request = self.inner.cfg.batch_points.max(1);
+        let cfg = &self.inner.cfg;
+        let mut requests = points.len().div_ceil(cfg.batch_points.max(1));
+        if requests > 1 {
+            requests = requests.next_multiple_of(cfg.concurrency.max(1));
+        }
+        let per_request = points.len().div_ceil(requests.max(1)).max(1);
         let mut batch = EncodedBatch {
             lines: Vec::with_capacity(points.len()),
             ..EncodedBatch::default()
