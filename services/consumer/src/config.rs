@@ -96,8 +96,9 @@ pub struct ConsumerConfig {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub influx_concurrency: u16,
 
-    /// Timeout of one InfluxDB request.
-    #[arg(long, env = "INFLUX_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    /// Timeout of one InfluxDB request: longer than InfluxDB 1.x's own 10 s write timeout,
+    /// so InfluxDB's answer is seen rather than ours.
+    #[arg(long, env = "INFLUX_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub influx_timeout: Duration,
 
     /// Longest pause between two write retries.
@@ -156,5 +157,28 @@ mod tests {
         assert_eq!(c.trigger, Duration::from_millis(250));
         assert_eq!(c.group, "candlepipe-consumer");
         assert_eq!(c.http_addr.port(), 9102);
+    }
+
+    /// The flags' defaults are the sink's: one place decides them.
+    #[test]
+    fn influx_flags_default_to_the_sinks_defaults() {
+        let c = ConsumerConfig::parse_from(["consumer"]).influx();
+        let d = InfluxConfig::default();
+        assert_eq!(
+            (
+                c.request_timeout,
+                c.max_backoff,
+                c.batch_points,
+                c.concurrency,
+                c.gzip
+            ),
+            (
+                d.request_timeout,
+                d.max_backoff,
+                d.batch_points,
+                d.concurrency,
+                d.gzip
+            )
+        );
     }
 }
