@@ -648,9 +648,9 @@ impl MicroBatchEngine {
         self.aggregator.flush(&mut points);
         // Encoded now, the points go: a batch waiting on InfluxDB (next to the one being
         // collected) holds only its request bodies (gzipped: a sixth of the text, which
-        // itself is about as big as the points).
-        // The shrink first returns the Vec's growth slack while the text is built (large
-        // blocks are mmapped, see `candlepipe_model::alloc`: an mremap, not a copy).
+        // itself is about as big as the points). The shrink returns the Vec's growth slack
+        // while the bodies are built (large blocks are mmapped, see
+        // `candlepipe_model::alloc`: an mremap, not a copy).
         points.shrink_to_fit();
         let encoded = Arc::new(self.sink.encode(&points));
         drop(points);

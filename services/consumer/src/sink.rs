@@ -188,11 +188,6 @@ impl EncodedBatch {
     pub fn lines(&self) -> usize {
         self.lines.len()
     }
-
-    /// Bytes held for the request bodies.
-    pub fn body_bytes(&self) -> usize {
-        self.requests.iter().map(|r| r.body.len()).sum()
-    }
 }
 
 /// A point that will never be accepted as it is.
@@ -442,11 +437,11 @@ impl InfluxSink {
     /// the whole batch never exists as uncompressed text.
     ///
     /// A batch of more than `batch_points` points is cut into requests of equal size whose
-    /// number is a multiple of `concurrency`, so
-    /// the batch's last round of requests keeps InfluxDB as busy as the others: 22,850
-    /// points at 5,000 and 2 in flight are 6 requests of 3,809 (3 full rounds), not 4 of
-    /// 5,000 and a lone 2,850. (On its own this measured within noise on the benchmark:
-    /// there the consumer then waited on fetches, see `fetch.wait.max.ms` in `batch`.)
+    /// number is a multiple of `concurrency`, so the batch's last round of requests keeps
+    /// InfluxDB as busy as the others: 22,850 points at 5,000 and 2 in flight are 6
+    /// requests of 3,809 (3 full rounds), not 4 of 5,000 and a lone 2,850. (On its own this
+    /// measured within noise on the benchmark: there the consumer then waited on fetches,
+    /// see `fetch.wait.max.ms` in `batch`.)
     pub fn encode(&self, points: &[Point]) -> EncodedBatch {
         let cfg = &self.inner.cfg;
         let mut requests = points.len().div_ceil(cfg.batch_points.max(1));
