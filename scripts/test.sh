@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (idempotently), then runs fmt, clippy
 # -D warnings, the Prometheus and compose checks, and every test. Integration tests start
-# their own tansu, influxd and prometheus on free loopback ports and kill them on exit.
+# their own Apache Kafka (KRaft), InfluxDB 2, InfluxDB 1.x and Prometheus on free loopback
+# ports and kill them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/install.sh
@@ -9,7 +10,8 @@ source scripts/lib/install.sh
 
 ensure_debian_packages
 ensure_rust_components
-ensure_tansu
+ensure_kafka
+ensure_influxdb2
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # A one-off run gains nothing from incremental compilation, which only adds GBs of cache;

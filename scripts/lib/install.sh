@@ -2,13 +2,19 @@
 # What candlepipe needs on a machine, installed only when missing. Sourced by
 # scripts/test.sh and scripts/stack.sh so both install exactly the same things.
 
-# Debian packages: the real servers the tests and the native stack run, the compose
-# validator, and the C toolchain bits the Rust crates build against.
-CANDLEPIPE_DEB_PACKAGES=(influxdb prometheus docker-compose pkg-config libssl-dev cmake protobuf-compiler)
-# tansu: the Kafka-compatible broker (memory:// needs dynostore, sqlite:// needs libsql).
-CANDLEPIPE_TANSU_VERSION=0.6.0
+# Debian packages: InfluxDB 1.x (the v1 write API's tests), Prometheus, the compose
+# validator, Maven (fetches Kafka), and the C toolchain bits the Rust crates build against.
+CANDLEPIPE_DEB_PACKAGES=(influxdb prometheus docker-compose maven pkg-config libssl-dev cmake protobuf-compiler)
+# The real servers compose runs, fetched or built once into a cache outside the repo, keyed
+# by version (CANDLEPIPE_KAFKA_VERSION, CANDLEPIPE_INFLUXDB2_VERSION, CANDLEPIPE_FLUX_RUST).
+# shellcheck source=scripts/lib/versions.env
+source "$(dirname "${BASH_SOURCE[0]}")/versions.env"
+CANDLEPIPE_CACHE="${CANDLEPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/candlepipe}"
+export CANDLEPIPE_CACHE
 
-log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+log() {
+  if [ -t 2 ]; then printf '\033[1m==> %s\033[0m\n' "$*" >&2; else printf '==> %s\n' "$*" >&2; fi
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -28,19 +34,65 @@ ensure_debian_packages() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-tansu_bin() {
-  command -v tansu 2>/dev/null || { [ -x "$HOME/.cargo/bin/tansu" ] && echo "$HOME/.cargo/bin/tansu"; } || true
-}
+# Apache Kafka's jars from Maven Central (scripts/lib/kafka/pom.xml) into
+# $CANDLEPIPE_CACHE/kafka-<version>/libs. Java 17 runs them; nothing is compiled.
+kafka_libs() { echo "$CANDLEPIPE_CACHE/kafka-$CANDLEPIPE_KAFKA_VERSION/libs"; }
 
-ensure_tansu() {
-  local bin
-  bin=$(tansu_bin)
-  if [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$CANDLEPIPE_TANSU_VERSION"; then
-    log "tansu present ($("$bin" --version 2>/dev/null | head -1))"
+ensure_kafka() {
+  local libs here
+  libs=$(kafka_libs)
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  if [ -f "$libs/.complete" ]; then
+    log "Apache Kafka $CANDLEPIPE_KAFKA_VERSION present ($libs)"
     return
   fi
-  log "building tansu $CANDLEPIPE_TANSU_VERSION (first time only: about 25-30 minutes on 2 cores)"
-  cargo install tansu --version "$CANDLEPIPE_TANSU_VERSION" --locked --features dynostore,libsql
+  command -v java >/dev/null || { log "Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless"; return 1; }
+  log "fetching Apache Kafka $CANDLEPIPE_KAFKA_VERSION from Maven Central into $libs"
+  rm -rf "$libs" && mkdir -p "$libs"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$CANDLEPIPE_KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$libs"
+  ls "$libs"/kafka_2.13-"$CANDLEPIPE_KAFKA_VERSION".jar >/dev/null
+  touch "$libs/.complete"
+}
+
+# InfluxDB 2 (influxd) built from the Go module proxy into
+# $CANDLEPIPE_CACHE/influxdb-<version>/influxd, as its own Makefile builds it (without the
+# UI assets). Flux's libflux is compiled by cargo through github.com/influxdata/pkg-config,
+# with the Rust toolchain Flux pins. About 10 minutes on 2 cores, once.
+influxd2_bin() { echo "$CANDLEPIPE_CACHE/influxdb-$CANDLEPIPE_INFLUXDB2_VERSION/influxd"; }
+
+ensure_influxdb2() {
+  local bin dir gopath src
+  bin=$(influxd2_bin)
+  if [ -x "$bin" ] && "$bin" version 2>/dev/null | grep -q "InfluxDB v\?$CANDLEPIPE_INFLUXDB2_VERSION"; then
+    log "InfluxDB $CANDLEPIPE_INFLUXDB2_VERSION present ($bin)"
+    return
+  fi
+  command -v go >/dev/null || { log "Go is needed to build InfluxDB 2 (https://go.dev/doc/install)"; return 1; }
+  dir=$(dirname "$bin")
+  gopath="$CANDLEPIPE_CACHE/go"
+  src="$dir/src"
+  log "building InfluxDB $CANDLEPIPE_INFLUXDB2_VERSION from the Go module proxy into $dir (first time only: about 10 minutes)"
+  rustup toolchain list | grep -q "^$CANDLEPIPE_FLUX_RUST" ||
+    rustup toolchain install "$CANDLEPIPE_FLUX_RUST" --profile minimal
+  mkdir -p "$dir"
+  (
+    export GOPATH="$gopath" GOFLAGS=-modcacherw GO111MODULE=on GOTOOLCHAIN=local
+    local mod
+    mod=$(cd "$dir" && go mod download -json "github.com/influxdata/influxdb/v2@v$CANDLEPIPE_INFLUXDB2_VERSION" |
+      sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [ -d "$mod" ] || { echo "go mod download found no source for influxdb v$CANDLEPIPE_INFLUXDB2_VERSION" >&2; exit 1; }
+    # Its go.mod has a replace directive, so `go install pkg@version` refuses it: build in a copy.
+    rm -rf "$src" && cp -r "$mod" "$src" && chmod -R u+w "$src"
+    cd "$src"
+    go build -o "$dir/pkg-config" github.com/influxdata/pkg-config
+    PKG_CONFIG="$dir/pkg-config" go build -tags sqlite_foreign_keys,sqlite_json \
+      -ldflags "-X main.version=v$CANDLEPIPE_INFLUXDB2_VERSION -X main.commit=release" \
+      -o "$bin.partial" ./cmd/influxd
+  )
+  mv "$bin.partial" "$bin"
+  rm -rf "$src"
+  "$bin" version
 }
 
 ensure_rust_components() {
