@@ -23,14 +23,18 @@
 //! write can finish) and never ahead of InfluxDB. A rebalance or a shutdown finishes the
 //! batch in flight first. At most two batches are in memory.
 //!
-//! **Offsets are checked, not trusted.** The loop knows the next offset it expects from every
-//! partition (the committed offset after an assignment, then each message's offset + 1).
-//! Some brokers (tansu 0.6.0) answer a fetch that starts *inside* a stored record batch with
-//! the following batch, silently skipping the rest of the batch the committed offset points
-//! into. So after an assignment and after a pause the consumer probes whether a fetch from
-//! the expected offset returns exactly it, and if not re-reads from further back, dropping
-//! what it already processed; any later gap triggers one such re-read before it is
-//! accepted as real (compaction can make real gaps).
+//! **Nothing is applied twice.** The loop knows the next offset it expects from every
+//! partition (the committed offset after an assignment, then each message's offset + 1) and
+//! drops any message below it: a partition revoked and assigned again is fetched anew from
+//! its committed offset while messages fetched before may still be in the batch, and a
+//! candle applied again would put an older version of its minute over a newer one.
+//! Otherwise offsets are taken as the broker delivers them: a jump forward (transaction
+//! markers, compaction, retention) is normal.
+//!
+//! **Static membership** (KIP-345, `group.instance.id`, see [`BatchOptions`]): a member
+//! restarted after a crash rejoins under the same id and gets its partitions back at once.
+//! A member Kafka fenced (another one joined under its id) stops with an error instead of
+//! consuming without partitions.
 
 use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::{ConsumerMetrics, FUTURE_REASON};
@@ -45,6 +49,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -54,13 +59,6 @@ use std::time::{Duration, Instant};
 /// uninterrupted run: the EMA/RSI seeds fade below 1e-12 after about 500 candles.
 pub const REBUILD_HISTORY: usize = 600;
 
-/// How far back a partition is re-read when the broker did not deliver from the expected
-/// offset: more than a record batch holds (librdkafka's batch.num.messages is 10,000).
-pub const REALIGN_WINDOW: i64 = 100_000;
-
-/// How long one probe waits for the first message.
-const PROBE_WAIT: Duration = Duration::from_millis(1500);
-
 /// How long the loop waits on a write before fetching is paused (counted from when the
 /// loop starts waiting, after it collected and aggregated the next batch).
 const PAUSE_AFTER: Duration = Duration::from_secs(2);
@@ -69,6 +67,8 @@ const PAUSE_AFTER: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct BatchOptions {
     pub group: String,
+    /// `group.instance.id` (static membership), `None` for a dynamic member.
+    pub group_instance_id: Option<String>,
     pub session_timeout: Duration,
     pub max_poll_interval: Duration,
     pub trigger: Duration,
@@ -204,10 +204,10 @@ pub struct MicroBatchEngine {
     state_next: HashMap<i32, i64>,
     /// Which partition each symbol arrives on (key = symbol, so exactly one).
     symbol_partition: HashMap<String, i32>,
-    /// The next offset expected from each owned partition.
+    /// The next offset expected from each owned partition; anything below was processed.
     expected: HashMap<i32, i64>,
-    /// A gap already re-read once: (partition → the offset after it). Seen again, it is real.
-    accepted_gap: HashMap<i32, i64>,
+    /// The `group.instance.id` in effect (a `--kafka-property` may override the flag).
+    instance_id: Option<String>,
 }
 
 impl MicroBatchEngine {
@@ -237,10 +237,10 @@ impl MicroBatchEngine {
                     .max(session_ms)
                     .to_string(),
             )
-            // Incremental rebalances (Kafka's recommended protocol since 2.4): a member
-            // joining or dying moves only the partitions that must move, and the others keep
-            // consuming. Also the only protocol under which tansu 0.6.0 tells every survivor
-            // of a dead member to rejoin (tests/faults.rs in the e2e crate).
+            // Incremental rebalances (KIP-429, Kafka's recommended protocol since 2.4): a
+            // member joining or leaving moves only the partitions that must move, and the
+            // others keep consuming; under the eager protocol every member stops all of its
+            // partitions for every rebalance.
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("statistics.interval.ms", "5000")
             // Bounded prefetch: a stalled sink holds at most this much per member. 1 MiB
@@ -253,12 +253,19 @@ impl MicroBatchEngine {
             // before fetching again then caps a partition at ~1 MiB/s (measured: 8k
             // candles/s instead of 23k). Refill as soon as there is room.
             .set("fetch.queue.backoff.ms", "10")
-            // A fetch the broker holds for lack of data delays the refill behind it. tansu
-            // 0.6.0 holds some fetches the full wait even with data in other partitions:
-            // at librdkafka's 500 ms the consumer read 35k candles/s, at 100 ms (or 5 ms)
-            // 41-43k, with the same prefetch. Costs an idle poll every 100 ms.
+            // A fetch the broker holds for lack of data delays the refill behind it: with
+            // the same prefetch, measured 35k candles/s at librdkafka's 500 ms and 41-43k
+            // at 100 ms (or 5 ms). Costs an idle poll every 100 ms.
             .set("fetch.wait.max.ms", "100");
+        // Static membership: see the module doc and `--group-instance-id`.
+        if let Some(id) = &opts.group_instance_id {
+            cfg.set("group.instance.id", id);
+        }
         kafka.finish(&mut cfg);
+        let instance_id = cfg
+            .get("group.instance.id")
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
         let context = BatchContext {
             topic: kafka.topic.clone(),
             events: Mutex::new(Vec::new()),
@@ -280,27 +287,42 @@ impl MicroBatchEngine {
             state_next: HashMap::new(),
             symbol_partition: HashMap::new(),
             expected: HashMap::new(),
-            accepted_gap: HashMap::new(),
+            instance_id,
         })
     }
 
     /// Runs until `shutdown`: the batch in progress is finished and committed first.
-    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Returns an error when the client hits a fatal error, e.g. it was fenced.
+    pub async fn run(mut self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let result = self.consume(shutdown).await;
+        match (result, self.fatal()) {
+            // A fatal error also fails the calls after it (commits, committed offsets);
+            // the fatal error itself says what happened.
+            (Err(e), Some(fatal)) => {
+                tracing::debug!("after the fatal error: {e:#}");
+                Err(fatal)
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn consume(&mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
         self.consumer
             .subscribe(&[&self.kafka.topic])
             .with_context(|| format!("subscribing to {}", self.kafka.topic))?;
         tracing::info!(topic = %self.kafka.topic, group = %self.opts.group,
+            instance_id = self.instance_id.as_deref().unwrap_or("(dynamic membership)"),
             trigger = ?self.opts.trigger, max_batch = self.opts.max_batch, "consuming");
         // The batch whose write is in flight while the next one is collected and aggregated.
         let mut in_flight: Option<InFlight> = None;
         loop {
-            let mut batch = self.collect(&mut shutdown).await;
+            let mut batch = self.collect(&mut shutdown).await?;
             if self.rebalance_pending() {
                 // Offsets are committed under the ownership they were read with.
                 self.finish(in_flight.take()).await?;
             }
             self.handle_rebalances(&mut batch).await?;
-            let batch = self.admit(batch)?;
+            drop_processed(&mut self.expected, &mut batch);
             if batch.is_empty() {
                 // Quiet: nothing to overlap with, so the batch in flight completes now.
                 self.finish(in_flight.take()).await?;
@@ -322,8 +344,9 @@ impl MicroBatchEngine {
         Ok(())
     }
 
-    /// Step 1: messages until the batch is full, the trigger fires, or shutdown.
-    async fn collect(&self, shutdown: &mut Shutdown) -> Vec<Incoming> {
+    /// Step 1: messages until the batch is full, the trigger fires, or shutdown. Fails on a
+    /// fatal client error.
+    async fn collect(&self, shutdown: &mut Shutdown) -> anyhow::Result<Vec<Incoming>> {
         let deadline = tokio::time::Instant::now() + self.opts.trigger;
         let future_limit = time::now_ms().saturating_add(self.opts.max_future.as_millis() as i64);
         let mut batch = Vec::with_capacity(self.opts.max_batch.min(65_536));
@@ -334,11 +357,33 @@ impl MicroBatchEngine {
                 r = tokio::time::timeout_at(deadline, self.consumer.recv()) => match r {
                     Err(_) => break,
                     Ok(Ok(m)) => batch.push(incoming(&m, future_limit, &self.metrics)),
-                    Ok(Err(e)) => tracing::warn!("Kafka: {e}"),
+                    Ok(Err(e)) => {
+                        // librdkafka delivers a fatal error (ERR__FATAL) as a consumer error;
+                        // the underlying one is the client's fatal error.
+                        if let Some(fatal) = self.fatal() {
+                            return Err(fatal);
+                        }
+                        tracing::warn!("Kafka: {e}");
+                    }
                 },
             }
         }
-        batch
+        Ok(batch)
+    }
+
+    /// The client's fatal error, if it had one: it can no longer consume.
+    fn fatal(&self) -> Option<anyhow::Error> {
+        let (code, reason) = self.consumer.client().fatal_error()?;
+        Some(match (code, &self.instance_id) {
+            (RDKafkaErrorCode::FencedInstanceId, Some(id)) => anyhow::anyhow!(
+                "Kafka fenced this consumer (FENCED_INSTANCE_ID): another member of group {:?} \
+                 joined with the same group instance id {id:?}. Give each consumer of one group \
+                 its own --group-instance-id (KAFKA_GROUP_INSTANCE_ID; the default is the \
+                 hostname, shared by consumers on one host), or \"\" for dynamic membership",
+                self.opts.group
+            ),
+            _ => anyhow::anyhow!("Kafka client fatal error ({code:?}): {reason}"),
+        })
     }
 
     /// Whether the rebalance callbacks queued a partition change.
@@ -382,7 +427,6 @@ impl MicroBatchEngine {
         let owned = self.owned.clone();
         batch.retain(|m| owned.contains(&m.partition));
         self.expected.retain(|p, _| owned.contains(p));
-        self.accepted_gap.retain(|p, _| owned.contains(p));
         let lost: Vec<i32> = self
             .state_next
             .keys()
@@ -393,9 +437,10 @@ impl MicroBatchEngine {
             self.drop_partition_state(p);
         }
         // Partitions (re)assigned: keep state only if it is exactly at the committed offset.
+        // Fetching restarts from there; buffered messages below it were processed already
+        // (`drop_processed`).
         for p in assigned {
             let committed = self.committed_offset(p)?;
-            batch.retain(|m| m.partition != p || committed.is_none_or(|c| m.offset >= c));
             let current = committed.is_some() && self.state_next.get(&p).copied() == committed;
             if !current {
                 self.drop_partition_state(p);
@@ -404,122 +449,21 @@ impl MicroBatchEngine {
                 }
             }
             match committed {
-                Some(c) => {
-                    self.expected.insert(p, c);
-                    if self.realign(p)? {
-                        batch.retain(|m| m.partition != p);
-                    }
-                }
-                None => {
-                    self.expected.remove(&p);
-                }
-            }
+                Some(c) => self.expected.insert(p, c),
+                None => self.expected.remove(&p),
+            };
         }
         Ok(())
     }
 
-    /// Keeps only the messages that continue each partition exactly where expected: drops
-    /// what was already processed, and on a gap re-seeks once to the start of the record
-    /// batch holding the expected offset (dropping the partition's remaining messages).
-    fn admit(&mut self, batch: Vec<Incoming>) -> anyhow::Result<Vec<Incoming>> {
-        let mut out = Vec::with_capacity(batch.len());
-        let mut reseeked = BTreeSet::new();
-        for m in batch {
-            let p = m.partition;
-            if reseeked.contains(&p) {
-                continue;
-            }
-            if let Some(&e) = self.expected.get(&p) {
-                if m.offset < e {
-                    continue;
-                }
-                if m.offset > e {
-                    if self.accepted_gap.get(&p) != Some(&m.offset) {
-                        tracing::warn!(
-                            partition = p,
-                            expected = e,
-                            got = m.offset,
-                            "offsets skipped by the broker; re-reading from before the gap"
-                        );
-                        self.accepted_gap.insert(p, m.offset);
-                        self.seek_back(p, e)?;
-                        reseeked.insert(p);
-                        continue;
-                    }
-                    tracing::warn!(partition = p, from = e, to = m.offset,
-                        "offsets missing from the partition (compacted or deleted); continuing after them");
-                }
-            }
-            self.accepted_gap.remove(&p);
-            self.expected.insert(p, m.offset + 1);
-            out.push(m);
-        }
-        Ok(out)
-    }
-
-    /// Makes sure partition `p` is delivered from its expected offset: when a fetch from
-    /// there does not return exactly that offset (it sits inside a record batch on a broker
-    /// that cannot serve that), seeks [`REALIGN_WINDOW`] messages back; [`Self::admit`] drops
-    /// what was already processed. Returns whether it sought.
-    fn realign(&mut self, p: i32) -> anyhow::Result<bool> {
-        let Some(&expected) = self.expected.get(&p) else {
-            return Ok(false);
-        };
-        if self.serves_from(p, expected)? {
-            return Ok(false);
-        }
-        self.seek_back(p, expected)?;
-        Ok(true)
-    }
-
-    /// Seeks partition `p` to [`REALIGN_WINDOW`] messages before `expected` (the log start
-    /// at most: an offset below it resets to the earliest, which is the same).
-    fn seek_back(&self, p: i32, expected: i64) -> anyhow::Result<()> {
-        let start = (expected - REALIGN_WINDOW).max(0);
-        tracing::debug!(
-            partition = p,
-            expected,
-            seek = start,
-            "re-reading from before the expected offset"
-        );
-        tokio::task::block_in_place(|| {
-            self.consumer.seek(
-                &self.kafka.topic,
-                p,
-                Offset::Offset(start),
-                Duration::from_secs(10),
-            )
-        })
-        .with_context(|| format!("seeking partition {p} to offset {start}"))
-    }
-
-    /// Whether a fetch of partition `p` from `target` returns `target` itself (or reports the
-    /// end: new data will start a new batch there). One probe, at most [`PROBE_WAIT`].
-    fn serves_from(&self, p: i32, target: i64) -> anyhow::Result<bool> {
-        let prober = self.reader("probe")?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(target))?;
-        prober.assign(&tpl)?;
-        let deadline = Instant::now() + PROBE_WAIT;
-        while Instant::now() < deadline {
-            match tokio::task::block_in_place(|| prober.poll(Duration::from_millis(100))) {
-                Some(Ok(m)) if m.offset() >= target => return Ok(m.offset() == target),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(true),
-                _ => {}
-            }
-        }
-        Ok(false)
-    }
-
-    /// A plain reader on the topic (no group membership), for rebuilds and probes.
-    fn reader(&self, role: &str) -> anyhow::Result<BaseConsumer> {
+    /// A plain reader on the topic (assigned partitions, no group membership) for rebuilds.
+    fn reader(&self) -> anyhow::Result<BaseConsumer> {
         let mut cfg = self.kafka.client_config();
-        cfg.set("group.id", format!("{}-{role}", self.opts.group))
+        cfg.set("group.id", format!("{}-rebuild", self.opts.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
         self.kafka.finish(&mut cfg);
-        cfg.create()
-            .with_context(|| format!("creating the {role} reader"))
+        cfg.create().context("creating the rebuild reader")
     }
 
     fn drop_partition_state(&mut self, p: i32) {
@@ -548,7 +492,7 @@ impl MicroBatchEngine {
     /// Re-reads partition `p` before `committed` into the state, writing nothing, until
     /// every symbol seen has [`REBUILD_HISTORY`] candles or the log start is reached.
     async fn rebuild(&mut self, p: i32, committed: i64) -> anyhow::Result<()> {
-        let reader = self.reader("rebuild")?;
+        let reader = self.reader()?;
         let topic = self.kafka.topic.clone();
         let (low, _) = tokio::task::block_in_place(|| {
             reader.fetch_watermarks(&topic, p, Duration::from_secs(30))
@@ -748,21 +692,9 @@ impl MicroBatchEngine {
         Ok(())
     }
 
-    /// Step 4, pausing the partitions while InfluxDB does not accept the write.
-    async fn write(&mut self, write: WriteTask) -> anyhow::Result<(WriteOutcome, i64)> {
-        let (outcome, paused) = self.write_pausing(write).await;
-        if paused {
-            // Resuming fetches from the consumed position, which may sit inside a record batch.
-            let owned: Vec<i32> = self.owned.iter().copied().collect();
-            for p in owned {
-                self.realign(p)?;
-            }
-        }
-        outcome
-    }
-
-    async fn write_pausing(&self, write: WriteTask) -> (anyhow::Result<(WriteOutcome, i64)>, bool) {
-        let mut paused = false;
+    /// Step 4, pausing the partitions while InfluxDB does not accept the write (fetching
+    /// resumes from the consumed position).
+    async fn write(&self, write: WriteTask) -> anyhow::Result<(WriteOutcome, i64)> {
         let write = async move {
             write
                 .await
@@ -777,7 +709,6 @@ impl MicroBatchEngine {
                     tracing::warn!("pausing partitions: {e}");
                 }
                 self.metrics.backpressure.set(1);
-                paused = true;
                 tracing::warn!("InfluxDB is not accepting the batch yet; fetching paused until it does");
                 let r = (&mut write).await;
                 if let Err(e) = self.consumer.resume(&assignment) {
@@ -787,15 +718,14 @@ impl MicroBatchEngine {
                 r
             }
         };
-        let outcome = match result {
+        match result {
             Ok(o) => Ok(o),
             Err(SinkError::Stopped) => Err(anyhow::anyhow!(
                 "shut down while InfluxDB was not accepting the batch; its offsets are not \
                  committed, so it will be processed again on the next start"
             )),
             Err(e) => Err(e).context("writing to InfluxDB"),
-        };
-        (outcome, paused)
+        }
     }
 
     /// Step 6. A failed commit (a rebalance raced the batch) is not an error: the batch is
@@ -827,6 +757,20 @@ impl MicroBatchEngine {
             }
         }
     }
+}
+
+/// Drops the messages below each partition's expected offset (processed already) and moves
+/// the expectation past the others. A partition without an expectation takes its first
+/// message as it comes; a jump forward is accepted as it is.
+fn drop_processed(expected: &mut HashMap<i32, i64>, batch: &mut Vec<Incoming>) {
+    batch.retain(|m| {
+        let next = expected.entry(m.partition).or_insert(m.offset);
+        if m.offset < *next {
+            return false;
+        }
+        *next = m.offset + 1;
+        true
+    });
 }
 
 /// Decodes one message into a candle or a dead letter (step 1). A candle opening after
@@ -871,5 +815,48 @@ fn incoming(m: &BorrowedMessage<'_>, future_limit: i64, metrics: &ConsumerMetric
         partition: m.partition(),
         offset: m.offset(),
         item,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(partition: i32, offset: i64) -> Incoming {
+        Incoming {
+            partition,
+            offset,
+            item: Err(DeadLetter {
+                payload: Vec::new(),
+                key: None,
+                error: String::new(),
+                stage: "decode",
+                source_partition: Some(partition),
+                source_offset: Some(offset),
+            }),
+        }
+    }
+
+    fn offsets(batch: &[Incoming]) -> Vec<(i32, i64)> {
+        batch.iter().map(|m| (m.partition, m.offset)).collect()
+    }
+
+    /// After a revoke and an assignment of partition 0 at committed offset 10, the batch holds
+    /// what was fetched before (10..13) and the same offsets fetched again: each is kept once.
+    /// Gaps (transaction markers, compaction) are taken as they are.
+    #[test]
+    fn processed_offsets_are_dropped_and_gaps_accepted() {
+        let mut expected = HashMap::from([(0, 10)]);
+        let mut batch: Vec<Incoming> = [(0, 9), (0, 10), (0, 11), (0, 12), (1, 5), (0, 10)]
+            .into_iter()
+            .chain([(0, 11), (0, 12), (0, 14), (1, 7), (1, 6), (0, 20)])
+            .map(|(p, o)| message(p, o))
+            .collect();
+        drop_processed(&mut expected, &mut batch);
+        assert_eq!(
+            offsets(&batch),
+            [(0, 10), (0, 11), (0, 12), (1, 5), (0, 14), (1, 7), (0, 20)]
+        );
+        assert_eq!(expected, HashMap::from([(0, 21), (1, 8)]));
     }
 }

@@ -19,6 +19,16 @@ pub struct ConsumerConfig {
     #[arg(long, env = "KAFKA_GROUP", default_value = "candlepipe-consumer")]
     pub group: String,
 
+    /// Static group membership (KIP-345): this member's `group.instance.id`. A consumer
+    /// restarted after a crash rejoins under the same id and gets its partitions back at once,
+    /// without waiting for the session timeout or a rebalance of the whole group. The default,
+    /// the hostname, differs between compose replicas (container ids); two consumers of one
+    /// group on one host need different ids, or Kafka fences the older one, which then exits
+    /// with an error. A clean shutdown does not leave the group either: a removed member's
+    /// partitions move after --session-timeout. "" = dynamic membership.
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID", default_value_t = hostname())]
+    pub group_instance_id: String,
+
     /// Dead-letter topic for messages that cannot be processed.
     #[arg(long, env = "KAFKA_DLQ_TOPIC", default_value = "candles.dlq")]
     pub dlq_topic: String,
@@ -121,7 +131,25 @@ pub struct ConsumerConfig {
     pub http_addr: SocketAddr,
 }
 
+/// This machine's hostname (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), "" when
+/// neither is there: the default `--group-instance-id`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_default()
+}
+
 impl ConsumerConfig {
+    /// The `group.instance.id` to join with, `None` for dynamic membership.
+    pub fn group_instance_id(&self) -> Option<String> {
+        Some(self.group_instance_id.trim())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+    }
+
     /// The sink's settings.
     pub fn influx(&self) -> InfluxConfig {
         InfluxConfig {
@@ -157,6 +185,50 @@ mod tests {
         assert_eq!(c.trigger, Duration::from_millis(250));
         assert_eq!(c.group, "candlepipe-consumer");
         assert_eq!(c.http_addr.port(), 9102);
+    }
+
+    /// The hostname of the machine, as the C library reports it.
+    fn gethostname() -> String {
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(rc, 0, "gethostname");
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+
+    /// One test for the default and the environment variable: tests run in parallel threads
+    /// of one process, and the variable is process-wide.
+    #[test]
+    fn the_group_instance_id_defaults_to_the_hostname_and_empty_turns_it_off() {
+        const VAR: &str = "KAFKA_GROUP_INSTANCE_ID";
+        let parse = |args: &[&str]| {
+            ConsumerConfig::parse_from(std::iter::once("consumer").chain(args.iter().copied()))
+                .group_instance_id()
+        };
+        std::env::remove_var(VAR);
+        let host = gethostname();
+        assert!(!host.is_empty());
+        assert_eq!(hostname(), host);
+        assert_eq!(parse(&[]), Some(host));
+        assert_eq!(
+            parse(&["--group-instance-id", "replica-2"]).as_deref(),
+            Some("replica-2")
+        );
+        assert_eq!(parse(&["--group-instance-id", ""]), None);
+        assert_eq!(parse(&["--group-instance-id="]), None);
+
+        std::env::set_var(VAR, "from-env");
+        assert_eq!(parse(&[]).as_deref(), Some("from-env"));
+        assert_eq!(
+            parse(&["--group-instance-id", "from-flag"]).as_deref(),
+            Some("from-flag"),
+            "the flag wins over the environment"
+        );
+        std::env::set_var(VAR, "");
+        let from_empty_env = parse(&[]);
+        std::env::remove_var(VAR);
+        assert_eq!(from_empty_env, None);
     }
 
     /// The flags' defaults are the sink's: one place decides them.

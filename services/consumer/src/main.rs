@@ -80,6 +80,7 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
         cfg.kafka.clone(),
         BatchOptions {
             group: cfg.group.clone(),
+            group_instance_id: cfg.group_instance_id(),
             session_timeout: cfg.session_timeout,
             max_poll_interval: cfg.max_poll_interval,
             trigger: cfg.trigger,
