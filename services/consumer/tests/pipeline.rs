@@ -1,4 +1,4 @@
-//! The consumer binary against a real tansu broker and a real influxd (v1 API): what it
+//! The consumer binary against a real Apache Kafka broker and a real InfluxDB 2 (v2 API): what it
 //! writes must not depend on redeliveries, crashes or InfluxDB outages, and bad messages must
 //! end up in the dead-letter topic without stopping anything.
 
@@ -8,7 +8,7 @@ use candlepipe_testkit::pipeline::{
     assert_same_content, count_points, produce_candles, reference_content, snapshot, ConsumerRun,
     Snapshot, PIPELINE_TIMEOUT,
 };
-use candlepipe_testkit::{produce_raw, read_topic, testdata, wait_until, Influxd, Tansu};
+use candlepipe_testkit::{produce_raw, read_topic, testdata, wait_until, Influxd, Kafka};
 use std::time::Duration;
 
 const LONG: Duration = PIPELINE_TIMEOUT;
@@ -37,7 +37,7 @@ fn every_message_delivered_twice_gives_identical_content() {
         .flat_map(|c| [c.clone(), c.clone()])
         .collect();
     let run = ConsumerRun::new("twice", 3);
-    produce_candles(&Tansu::shared().brokers, &run.topic, &twice);
+    produce_candles(&Kafka::shared().brokers, &run.topic, &twice);
     let got = run.consume_all(Influxd::shared(), twice.len(), &[]);
     assert_same_content(&once, &got, 0.0);
 }
@@ -51,14 +51,14 @@ fn sigkill_at_several_points_while_streaming_gives_identical_content() {
 
     let influx = Influxd::shared();
     let run = ConsumerRun::new("kill", 3);
-    let brokers = &Tansu::shared().brokers;
+    let brokers = &Kafka::shared().brokers;
     let chunks: Vec<&[Candle]> = candles.chunks(candles.len() / 4 + 1).collect();
     let mut produced = 0;
     for chunk in &chunks[..3] {
         produce_candles(brokers, &run.topic, chunk);
         produced += chunk.len();
         // Small batches so the kill lands between commits, mid-stream.
-        let mut c = run.consumer(&influx.url, &["--max-batch", "700"]);
+        let mut c = run.consumer(influx, &["--max-batch", "700"]);
         wait_until(LONG, "some progress before the kill", || {
             c.assert_running();
             c.metric("candlepipe_consumer_batches_total") >= 3.0
@@ -70,7 +70,7 @@ fn sigkill_at_several_points_while_streaming_gives_identical_content() {
     produced += chunks[3].len();
     assert_eq!(produced, candles.len());
     // The last member sees whatever the killed ones did not commit, rebuilding state first.
-    let mut c = run.consumer(&influx.url, &[]);
+    let mut c = run.consumer(influx, &[]);
     wait_until(LONG, "the stream to be fully written", || {
         c.assert_running();
         count_points(influx, &run.db, "candle", "close", "\"interval\" = '1m'") == candles.len()
@@ -93,11 +93,11 @@ fn an_influxdb_outage_loses_nothing_and_commits_nothing_unwritten() {
     let expected = reference("outageref", &candles);
     let mut influx = Influxd::start();
     let run = ConsumerRun::new("outage", 1);
-    let brokers = Tansu::shared().brokers.clone();
+    let brokers = Kafka::shared().brokers.clone();
     let (first, second) = candles.split_at(candles.len() / 2);
 
     produce_candles(&brokers, &run.topic, first);
-    let mut c = run.consumer(&influx.url, &[]);
+    let mut c = run.consumer(&influx, &[]);
     wait_until(LONG, "the first half to be written", || {
         c.metric("candlepipe_consumer_messages_total") >= first.len() as f64
     });
@@ -233,7 +233,7 @@ fn bad_corpus() -> Vec<(Vec<u8>, &'static str)> {
 fn a_bad_input_corpus_goes_to_the_dlq_and_the_run_continues() {
     let influx = Influxd::shared();
     let run = ConsumerRun::new("poison", 1);
-    let brokers = Tansu::shared().brokers.clone();
+    let brokers = Kafka::shared().brokers.clone();
     let corpus = bad_corpus();
     assert!(corpus.len() >= 30);
     let mut first = Candle::ohlcv(
@@ -258,7 +258,7 @@ fn a_bad_input_corpus_goes_to_the_dlq_and_the_run_continues() {
     produce_candles(&brokers, &run.topic, std::slice::from_ref(&last));
     let total = corpus.len() + 2;
 
-    let mut c = run.consumer(&influx.url, &[]);
+    let mut c = run.consumer(influx, &[]);
     wait_until(LONG, "the whole corpus to be processed", || {
         c.assert_running();
         c.metric("candlepipe_consumer_messages_total") >= total as f64

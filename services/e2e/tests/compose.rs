@@ -18,7 +18,9 @@
 //! * `.env.example`: the same variables as the compose file, documented, and the same
 //!   defaults;
 //! * the image: the Dockerfile installs the healthcheck tool, bakes the dataset where
-//!   DATASET_DIR points, runs as a non-root user.
+//!   DATASET_DIR points, runs as a non-root user;
+//! * the server versions: compose's Kafka and InfluxDB images are the versions the tests run
+//!   (`scripts/lib/versions.env`).
 
 use candlepipe_consumer::config::ConsumerConfig;
 use candlepipe_consumer::sink::InfluxApi;
@@ -760,6 +762,19 @@ fn services_start_in_order_and_the_topics_exist_first() {
         environment(service(&doc, "kafka"))["KAFKA_AUTO_CREATE_TOPICS_ENABLE"],
         "false"
     );
+}
+
+/// The tests, the native stack and the benchmark run the Kafka and InfluxDB versions that
+/// `scripts/lib/versions.env` pins; users run the images compose pins. They must be the same.
+#[test]
+fn compose_runs_the_server_versions_the_tests_run() {
+    let doc = resolved();
+    let image = |name: &str| scalar(&service(&doc, name)["image"]);
+    let kafka = candlepipe_testkit::version("CANDLEPIPE_KAFKA_VERSION");
+    let influxdb = candlepipe_testkit::version("CANDLEPIPE_INFLUXDB2_VERSION");
+    assert_eq!(image("kafka"), format!("apache/kafka:{kafka}"));
+    assert_eq!(image("kafka-init"), format!("apache/kafka:{kafka}"));
+    assert_eq!(image("influxdb"), format!("influxdb:{influxdb}"));
 }
 
 /// The last stage of the Dockerfile (the runtime image), line by line with continuations

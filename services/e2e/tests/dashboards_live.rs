@@ -2,8 +2,8 @@
 //!
 //! `dashboards_static.rs` proves the names in the dashboards exist; this test proves the
 //! panels *show something*. It runs the real pipeline the way the stack does — the `producer`
-//! binary replaying `testdata/real-ohlcv/XRP-ETH.parquet` into tansu, the `consumer` binary
-//! writing candles, rollups and indicators into influxd, and Prometheus scraping both with
+//! binary replaying `testdata/real-ohlcv/XRP-ETH.parquet` into Apache Kafka, the `consumer`
+//! binary writing candles, rollups and indicators into InfluxDB 2, and Prometheus scraping both with
 //! the repository's `prometheus/rules.yml` — and then sends every panel query of every
 //! provisioned dashboard to those servers, exactly as Grafana would send it:
 //!
@@ -11,8 +11,10 @@
 //!   and `source` by running the variables' own queries against InfluxDB, `interval` from
 //!   its custom values (a query that reads `$interval` runs once per value) — and the macros
 //!   (`$timeFilter`, `$__interval`) for the dashboard's default time range (`now-6h` to
-//!   `now`). Each query must return at least one row with a non-null value. The provisioned
-//!   datasource reads the database `crypto`; here the consumer writes a database of its own.
+//!   `now`). Each query must return at least one row with a non-null value. Queries go to
+//!   InfluxDB 2's `/query` as the provisioned datasource sends them (POST, its
+//!   `Authorization: Token` header, the bucket as `db` through the virtual DBRP mapping). The
+//!   datasource reads bucket `crypto`; here the consumer writes a bucket of its own.
 //! * PromQL: the macros expanded ([`expand_promql`]), sent as instant queries. Each must
 //!   return at least one series. A `rate()` needs two scrapes, so the queries are retried
 //!   until they answer or a deadline passes; the scrape and rule intervals are 1 s instead of
@@ -35,7 +37,7 @@ use candlepipe_e2e::grafana::{
 use candlepipe_model::time::{now_ms, parse_duration};
 use candlepipe_model::{Interval, Source};
 use candlepipe_testkit::pipeline::{count_points, ConsumerRun, ServiceProcess};
-use candlepipe_testkit::{testdata, wait_until, workspace_bin, Influxd, Prometheus};
+use candlepipe_testkit::{testdata, wait_until, workspace_bin, Influxd, Prometheus, INFLUX_TOKEN};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -76,7 +78,7 @@ impl Pipeline {
             dataset.path().join(&file),
         )
         .unwrap_or_else(|e| panic!("copying testdata/real-ohlcv/{file}: {e}"));
-        let consumer = run.consumer(&influx.url, &[]);
+        let consumer = run.consumer(influx, &[]);
         let args: Vec<String> = [
             "--mode",
             "replay",
@@ -291,11 +293,22 @@ fn query_variable_values(
         d.title,
         v.name
     );
-    influx
-        .rows(db, &q)
-        .iter()
-        .filter_map(|row| row.get("value").and_then(Value::as_str).map(str::to_owned))
-        .collect()
+    let answer = grafana_query(influx, db, &q);
+    let mut values = Vec::new();
+    for series in answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let col = series["columns"]
+            .as_array()
+            .and_then(|cols| cols.iter().position(|c| c == "value"))
+            .expect("SHOW TAG VALUES answers a value column");
+        for row in series["values"].as_array().into_iter().flatten() {
+            values.extend(row[col].as_str().map(str::to_owned));
+        }
+    }
+    values
 }
 
 /// The dashboard's default time range as Unix ms, `now-<duration>` to `now`.
@@ -326,10 +339,50 @@ struct Outcome {
     failed: Vec<String>,
 }
 
+/// The token the provisioned InfluxDB datasource sends: its custom header must be
+/// `Authorization: Token ${INFLUX_TOKEN}` (InfluxDB 2's scheme), with the variable Grafana
+/// fills from its environment set here to the test server's token.
+fn datasource_token() -> String {
+    let path = grafana::repo_root().join("grafana/provisioning/datasources/datasources.yml");
+    let text = std::fs::read_to_string(&path).expect("datasources.yml");
+    let doc = &YamlLoader::load_from_str(&text).expect("datasources.yml is YAML")[0];
+    let ds = doc["datasources"]
+        .as_vec()
+        .into_iter()
+        .flatten()
+        .find(|d| d["uid"].as_str() == Some(INFLUXDB_UID))
+        .expect("the InfluxDB datasource is provisioned");
+    assert_eq!(ds["jsonData"]["version"].as_str(), Some("InfluxQL"));
+    assert_eq!(ds["jsonData"]["httpMode"].as_str(), Some("POST"));
+    assert_eq!(
+        ds["jsonData"]["httpHeaderName1"].as_str(),
+        Some("Authorization")
+    );
+    let value = ds["secureJsonData"]["httpHeaderValue1"]
+        .as_str()
+        .expect("the datasource sends an Authorization header");
+    let token = value.strip_prefix("Token ").unwrap_or_else(|| {
+        panic!("InfluxDB 2 wants `Token <token>`, the datasource sends {value:?}")
+    });
+    assert!(
+        token.starts_with("${") && token.ends_with('}'),
+        "the datasource's token comes from the environment: {token:?}"
+    );
+    INFLUX_TOKEN.to_owned()
+}
+
+/// An InfluxQL query sent the way the provisioned datasource sends it: POST to `/query` on
+/// InfluxDB 2 with the datasource's token; `db` is the bucket (its virtual DBRP mapping).
+fn grafana_query(influx: &Influxd, db: &str, q: &str) -> Value {
+    let (status, body) = influx.query_as(&datasource_token(), db, q);
+    assert!(status < 300, "InfluxDB answered {status} to {q:?}: {body}");
+    serde_json::from_str(&body).expect("InfluxDB answered JSON")
+}
+
 /// Rows of an InfluxQL answer that hold at least one non-null value besides `time`; an
 /// InfluxQL error is an `Err` with its message.
 fn rows_with_values(influx: &Influxd, db: &str, q: &str) -> Result<usize, String> {
-    let answer = influx.query(db, q);
+    let answer = grafana_query(influx, db, q);
     let result = &answer["results"][0];
     if let Some(err) = result.get("error") {
         return Err(format!("InfluxQL error: {err}"));

@@ -4,11 +4,11 @@
 
 use candlepipe_testkit::fixtures::{read_candles, synthetic};
 use candlepipe_testkit::pipeline::{
-    assert_same_content, count_points, produce_candles, reference_content, snapshot, ConsumerRun,
-    ServiceProcess, PIPELINE_TIMEOUT,
+    assert_same_content, count_points, produce_candles, real_dataset, reference_content,
+    replay_once, snapshot, ConsumerRun, ServiceProcess, PIPELINE_TIMEOUT,
 };
 use candlepipe_testkit::slow_proxy::SlowProxy;
-use candlepipe_testkit::{testdata, wait_until, workspace_bin, Influxd, Tansu, TansuStorage};
+use candlepipe_testkit::{testdata, wait_until, Influxd, Kafka};
 use std::time::Duration;
 
 fn ones(influx: &Influxd, db: &str) -> usize {
@@ -17,42 +17,23 @@ fn ones(influx: &Influxd, db: &str) -> usize {
 
 #[test]
 fn a_broker_restart_mid_stream_loses_nothing() {
-    let file = testdata("real-ohlcv/UNITTEST-BTC.parquet");
-    let candles = read_candles(&file);
+    let candles = read_candles(&testdata("real-ohlcv/UNITTEST-BTC.parquet"));
     let expected = reference_content("brokerref", &candles);
 
-    let state = tempfile::tempdir().unwrap();
-    let mut tansu = Tansu::start(TansuStorage::Sqlite(state.path().join("tansu.db")));
+    let mut kafka = Kafka::start();
     let influx = Influxd::shared();
-    let run = ConsumerRun::on(&tansu.brokers, "broker", 3);
-    let dataset = tempfile::tempdir().unwrap();
-    std::fs::copy(&file, dataset.path().join("UNITTEST-BTC.parquet")).unwrap();
+    let run = ConsumerRun::on(&kafka.brokers, "broker", 3);
+    let dataset = real_dataset(&["UNITTEST-BTC"]);
     // ~14,400 market minutes at 20,000x: the replay streams for about 40 s.
-    let args: Vec<String> = [
-        "--mode",
-        "replay",
-        "--speed",
-        "20000",
-        "--no-loop",
-        "--no-rebase",
-        "--brokers",
-        &tansu.brokers,
-        "--topic",
-        &run.topic,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(["--dataset".to_owned(), dataset.path().display().to_string()])
-    .collect();
-    let mut producer = ServiceProcess::start(&workspace_bin("producer"), &args);
-    let mut consumer = run.consumer(&influx.url, &[]);
+    let mut producer = replay_once(&kafka.brokers, &run.topic, dataset.path(), "20000", &[]);
+    let mut consumer = run.consumer(influx, &[]);
 
     wait_until(
         PIPELINE_TIMEOUT,
         "a third of the replay to be acknowledged",
         || producer.metric("candlepipe_producer_candles_sent_total") >= candles.len() as f64 / 3.0,
     );
-    tansu.stop();
+    kafka.stop();
     wait_until(
         PIPELINE_TIMEOUT,
         "candles to queue up while the broker is down",
@@ -61,20 +42,20 @@ fn a_broker_restart_mid_stream_loses_nothing() {
             producer.metric("candlepipe_producer_in_flight") >= 100.0
         },
     );
-    tansu.restart();
+    kafka.restart();
     assert_eq!(
         producer.wait_exit(PIPELINE_TIMEOUT),
         Some(0),
         "{}",
         producer.log()
     );
-    // Every candle is on the restarted broker's log (a retried send may add a duplicate,
-    // which the consumer absorbs; a missing one would be loss).
-    let on_topic = candlepipe_testkit::read_topic(&tansu.brokers, &run.topic);
-    assert!(
-        on_topic.len() >= candles.len(),
-        "{} messages on the topic for {} candles",
+    // Every candle is on the restarted broker's log exactly once: the idempotent producer's
+    // retries of what the dead broker never acknowledged add no duplicate.
+    let on_topic = candlepipe_testkit::read_topic(&kafka.brokers, &run.topic);
+    assert_eq!(
         on_topic.len(),
+        candles.len(),
+        "messages on the topic for {} candles",
         candles.len()
     );
     wait_until(PIPELINE_TIMEOUT, "every candle to be written", || {
@@ -100,7 +81,7 @@ fn slow_influxdb_means_backpressure_bounded_memory_and_no_loss() {
     let proxy = SlowProxy::start(&upstream, Duration::from_secs(2));
     let run = ConsumerRun::new("slow", 3);
     produce_candles(&run.brokers, &run.topic, &candles);
-    let mut c = run.consumer(&proxy.url, &["--max-batch", "2000"]);
+    let mut c = run.consumer_via(influx, &proxy.url, &["--max-batch", "2000"]);
     let mut peak_rss = 0;
     wait_until(
         PIPELINE_TIMEOUT,
@@ -125,10 +106,8 @@ fn slow_influxdb_means_backpressure_bounded_memory_and_no_loss() {
     assert_same_content(&expected, &snapshot(influx, &run.db), 0.0);
 }
 
-/// On tansu 0.6.0 this also guards the consumer's cooperative-sticky default: with the eager
-/// protocol, the survivor that did not notice the dead member first was never told to rejoin
-/// (tansu keeps the generation when a known member rejoins), so its new partitions stayed
-/// unread forever.
+/// Three static members (distinct `--group-instance-id`s); the dead one's partitions move
+/// to the survivors once its session times out.
 #[test]
 fn a_group_of_three_losing_a_member_gives_identical_content() {
     let candles = synthetic(9, 1_500, 11);
@@ -136,7 +115,7 @@ fn a_group_of_three_losing_a_member_gives_identical_content() {
     let influx = Influxd::shared();
     let run = ConsumerRun::new("group", 6);
     let mut members: Vec<ServiceProcess> = (0..3)
-        .map(|_| run.consumer(&influx.url, &["--max-batch", "1000"]))
+        .map(|i| run.member(influx, i, &["--max-batch", "1000"]))
         .collect();
     wait_until(
         PIPELINE_TIMEOUT,

@@ -1,6 +1,6 @@
 //! Live mode end to end: the `producer` binary polls a fake Yahoo chart API (real candles
 //! from `testdata/real-ohlcv`, served in Yahoo's JSON shape with nulls for gaps and a
-//! partial in-progress minute, on a clock the test moves) and publishes to a real tansu
+//! partial in-progress minute, on a clock the test moves) and publishes to a real Kafka
 //! broker. The topic is read back and compared with what the fake served: every closed
 //! minute exactly once with Yahoo's values, in order, across many polls and a restart;
 //! in-progress minutes flagged `closed=false`; rate limits, server errors, timeouts and
@@ -12,7 +12,7 @@ use candlepipe_model::{codec, Candle, Source};
 use candlepipe_testkit::fixtures::read_candles;
 use candlepipe_testkit::pipeline::{produce_candles, ServiceProcess};
 use candlepipe_testkit::yahoo::{rebased, Fault, YahooFake};
-use candlepipe_testkit::{read_topic, testdata, unique, wait_until, Tansu};
+use candlepipe_testkit::{read_topic, testdata, unique, wait_until, Kafka};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ fn start_producer(fake: &YahooFake, topic: &str, extra: &[&str]) -> ServiceProce
         "--mode",
         "live",
         "--brokers",
-        &Tansu::shared().brokers,
+        &Kafka::shared().brokers,
         "--topic",
         topic,
         "--yahoo-base-url",
@@ -79,7 +79,7 @@ fn start_producer(fake: &YahooFake, topic: &str, extra: &[&str]) -> ServiceProce
 /// order).
 fn published(topic: &str) -> BTreeMap<String, Vec<Candle>> {
     let mut out: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
-    for r in read_topic(&Tansu::shared().brokers, topic) {
+    for r in read_topic(&Kafka::shared().brokers, topic) {
         let c = codec::decode(r.payload.as_deref().expect("payload")).expect("a valid candle");
         assert_eq!(r.key_str(), c.symbol, "keyed by symbol");
         if c.source == Source::Live {
@@ -242,7 +242,7 @@ fn closed_minutes_exactly_once_across_polls_and_a_restart_with_live_minutes_flag
             )
         })
         .collect();
-    produce_candles(&Tansu::shared().brokers, &topic, &noise);
+    produce_candles(&Kafka::shared().brokers, &topic, &noise);
     let producer = start_producer(&fake, &topic, &[]);
     wait_caught_up(
         &fake,

@@ -1,6 +1,6 @@
 //! Switching a running producer between its sources with `POST /mode`, end to end: the
 //! `producer` binary starts in live mode against a fake Yahoo (real candles, a clock the
-//! test moves), writes to a real tansu broker, and is switched live → replay → live. Both
+//! test moves), writes to a real Kafka broker, and is switched live → replay → live. Both
 //! sources' messages must appear, each in order per symbol and each minute once, the mode
 //! gauge and `GET /mode` must follow every switch, the live source must be quiet while
 //! replay runs (and vice versa), and with `--admin-token` a request without the right token
@@ -13,7 +13,7 @@ use candlepipe_testkit::fixtures::read_candles;
 use candlepipe_testkit::http_client::post_json;
 use candlepipe_testkit::pipeline::ServiceProcess;
 use candlepipe_testkit::yahoo::{rebased, YahooFake};
-use candlepipe_testkit::{get, read_topic, testdata, unique, wait_until, Tansu};
+use candlepipe_testkit::{get, read_topic, testdata, unique, wait_until, Kafka};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(180);
 /// The topic's messages by (source, symbol), in partition order (= publish order).
 fn published(topic: &str) -> BTreeMap<(Source, String), Vec<Candle>> {
     let mut out: BTreeMap<(Source, String), Vec<Candle>> = BTreeMap::new();
-    for r in read_topic(&Tansu::shared().brokers, topic) {
+    for r in read_topic(&Kafka::shared().brokers, topic) {
         let c = codec::decode(r.payload.as_deref().expect("payload")).expect("a valid candle");
         assert_eq!(r.key_str(), c.symbol, "keyed by symbol");
         out.entry((c.source, c.symbol.clone())).or_default().push(c);
@@ -116,7 +116,7 @@ fn live_to_replay_to_live_through_post_mode_guarded_by_a_token() {
         "--mode",
         "live",
         "--brokers",
-        &Tansu::shared().brokers,
+        &Kafka::shared().brokers,
         "--topic",
         &topic,
         "--symbols",
@@ -165,8 +165,8 @@ fn live_to_replay_to_live_through_post_mode_guarded_by_a_token() {
 
     // 3. Live → replay. The answer comes once live stopped and its candles are on Kafka.
     // While replay writes continuously, progress is read from the sink's acknowledgement
-    // counters (a topic reader would never see tansu's partition end); the topic itself is
-    // read once the sources are quiet again.
+    // counters (a topic reader would chase a moving end); the topic itself is read once the
+    // sources are quiet again.
     let (status, body) = switch(port, "replay", Some(TOKEN));
     assert_eq!((status, body.contains("\"replay\"")), (200, true), "{body}");
     assert_eq!(mode(port), "replay");

@@ -1,4 +1,4 @@
-//! End to end against a real tansu broker: the `producer` binary replays parquet files with
+//! End to end against a real Apache Kafka broker: the `producer` binary replays parquet files with
 //! `--speed max --no-loop`, and the topic is read back with an independent rdkafka consumer.
 //! Every row must be there exactly once, keyed by symbol, in time order per symbol, with the
 //! file's values; bad files and bad rows must never reach the topic.
@@ -7,7 +7,7 @@ use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use candlepipe_model::{codec, Candle};
 use candlepipe_testkit::fixtures::read_candles;
-use candlepipe_testkit::{read_topic, testdata, unique, wait_until, Tansu};
+use candlepipe_testkit::{read_topic, testdata, unique, wait_until, Kafka};
 use parquet::arrow::ArrowWriter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Runs the producer to completion (it exits by itself with `--no-loop`).
 fn replay(dataset: &Path, topic: &str, extra: &[&str]) -> Output {
-    let tansu = Tansu::shared();
+    let kafka = Kafka::shared();
     let mut child = Command::new(env!("CARGO_BIN_EXE_producer"))
         .args([
             "--mode",
@@ -29,7 +29,7 @@ fn replay(dataset: &Path, topic: &str, extra: &[&str]) -> Output {
         ])
         .arg("--dataset")
         .arg(dataset)
-        .args(["--brokers", &tansu.brokers, "--topic", topic])
+        .args(["--brokers", &kafka.brokers, "--topic", topic])
         .args(["--http-addr", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "info")
@@ -65,7 +65,7 @@ fn dataset_dir(files: &[PathBuf]) -> tempfile::TempDir {
 
 fn decoded(topic: &str) -> BTreeMap<String, Vec<Candle>> {
     let mut by_symbol: BTreeMap<String, Vec<Candle>> = BTreeMap::new();
-    for r in read_topic(&Tansu::shared().brokers, topic) {
+    for r in read_topic(&Kafka::shared().brokers, topic) {
         let c = codec::decode(r.payload.as_deref().expect("payload")).expect("valid message");
         assert_eq!(r.key_str(), c.symbol, "the key is the symbol");
         by_symbol.entry(c.symbol.clone()).or_default().push(c);
@@ -170,7 +170,7 @@ fn a_corrupt_file_stops_the_start_and_names_the_file() {
         "error names the file: {stderr}"
     );
     assert!(
-        read_topic(&Tansu::shared().brokers, &topic).is_empty(),
+        read_topic(&Kafka::shared().brokers, &topic).is_empty(),
         "nothing was sent"
     );
 }

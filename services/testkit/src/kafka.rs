@@ -8,20 +8,20 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// True when a broker at `brokers` answers a metadata request.
-pub(crate) fn broker_answers(brokers: &str) -> bool {
+/// How many brokers a metadata request to `brokers` lists (0 when none answers).
+pub(crate) fn brokers_listed(brokers: &str) -> usize {
     let producer: BaseProducer = match ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("log_level", "0")
         .create()
     {
         Ok(p) => p,
-        Err(_) => return false,
+        Err(_) => return 0,
     };
     producer
         .client()
         .fetch_metadata(None, Duration::from_secs(2))
-        .is_ok()
+        .map_or(0, |md| md.brokers().len())
 }
 
 /// One record read back from a topic.
@@ -42,11 +42,8 @@ impl TopicRecord {
 }
 
 /// Reads every record of `topic` from the start until each partition reports its end
-/// (librdkafka's partition EOF, from the high watermark of fetch responses). Returns an empty
-/// list when the topic does not exist yet.
-///
-/// Deliberately not `fetch_watermarks`: tansu 0.6.0 answers ListOffsets(latest) with the last
-/// *batch's* base offset + 1, which undercounts any topic written in batches.
+/// (librdkafka's partition EOF at the high watermark). Returns an empty list when the topic
+/// does not exist yet.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<TopicRecord> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -69,8 +66,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<TopicRecord> {
     let mut tpl = TopicPartitionList::new();
     let mut open: std::collections::HashSet<i32> = std::collections::HashSet::new();
     for p in t.partitions() {
-        // An empty partition may never report its end; ListOffsets says 0 only when empty
-        // (its non-zero answers are unreliable on tansu, see above, but zero is not).
+        // An empty partition is skipped: there is nothing to wait for.
         let empty = consumer
             .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
             .is_ok_and(|(_, hi)| hi == 0);
@@ -117,6 +113,12 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<TopicRecord> {
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);
             }
+            // A node of a cluster that was killed: librdkafka reports it and goes on with
+            // the partitions' new leaders.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                | rdkafka::types::RDKafkaErrorCode::AllBrokersDown,
+            ))) => {}
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}
         }

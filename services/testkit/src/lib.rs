@@ -1,14 +1,15 @@
 //! # candlepipe-testkit
 //!
-//! Integration tests run against the real servers, never mocks: the tansu Kafka-compatible
-//! broker, InfluxDB 1.x (`influxd`) and Prometheus. This crate starts them as child processes
-//! in temp dirs on free loopback ports, waits until each answers, and makes sure they die
-//! with the test process.
+//! Integration tests run against the real servers users run, never mocks or stand-ins:
+//! Apache Kafka in KRaft mode, InfluxDB 2 (and InfluxDB 1.x for the v1 write API) and
+//! Prometheus. This crate starts them as child processes in temp dirs on free loopback ports,
+//! waits until each answers, and makes sure they die with the test process.
 //!
 //! Servers are expensive to start, so each test binary shares one broker and one influxd
-//! ([`Tansu::shared`], [`Influxd::shared`]) and every test takes its own topic, consumer
-//! group and database from [`unique`]. Tests that must stop or restart a server (fault tests)
-//! start a private one with [`Tansu::start`] / [`Influxd::start`]; dropping it kills it.
+//! ([`Kafka::shared`], [`Influxd::shared`]) and every test takes its own topic, consumer
+//! group and bucket from [`unique`]. Tests that must stop or restart a server (fault tests)
+//! start a private one with [`Kafka::start`] / [`Kafka::cluster`] / [`Influxd::start`];
+//! dropping it kills it.
 //!
 //! A missing binary fails the test with the command that installs it. Nothing is skipped.
 //!
@@ -24,9 +25,10 @@ mod servers;
 pub mod slow_proxy;
 pub mod yahoo;
 
+pub use http_client::{encode_query, get, percent};
 pub use kafka::{produce_raw, read_topic, TopicRecord};
 pub use process::{free_port, require_binary, wait_until, ChildServer};
-pub use servers::{encode_query, get, percent, Influxd, Prometheus, Tansu, TansuStorage};
+pub use servers::{version, Influxd, Influxd1, Kafka, Prometheus, INFLUX_ORG, INFLUX_TOKEN};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,8 +1,9 @@
 //! Driving candlepipe's own binaries in tests: start, scrape metrics, signal, and compare
 //! what they wrote into InfluxDB.
 
+use crate::http_client::get;
 use crate::process::{free_port, wait_until, ChildServer};
-use crate::servers::{get, Influxd};
+use crate::servers::Influxd;
 use candlepipe_model::{codec, Candle};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -131,14 +132,29 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Creates a topic with `partitions` partitions and waits until it is usable.
+/// Creates a topic with `partitions` partitions (one replica).
 pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    create_topic_with(brokers, topic, partitions, 1, &[]);
+}
+
+/// Creates a topic with `partitions` partitions, `replicas` replicas and topic configs
+/// (e.g. `("min.insync.replicas", "2")`).
+pub fn create_topic_with(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let rt = tokio_rt();
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let res = rt
         .block_on(admin.create_topics([&new], &AdminOptions::new()))
         .expect("create_topics");
@@ -281,11 +297,22 @@ pub const PIPELINE_TIMEOUT: Duration = Duration::from_secs(300);
 impl ConsumerRun {
     /// Fresh names on the shared broker, and the topic created with `partitions`.
     pub fn new(name: &str, partitions: i32) -> ConsumerRun {
-        Self::on(&crate::Tansu::shared().brokers, name, partitions)
+        Self::on(&crate::Kafka::shared().brokers, name, partitions)
     }
 
     /// Fresh names on the broker at `brokers`, and the topic created with `partitions`.
     pub fn on(brokers: &str, name: &str, partitions: i32) -> ConsumerRun {
+        Self::on_replicated(brokers, name, partitions, 1, &[])
+    }
+
+    /// [`Self::on`] with the topic created with `replicas` replicas and topic `configs`.
+    pub fn on_replicated(
+        brokers: &str,
+        name: &str,
+        partitions: i32,
+        replicas: i32,
+        configs: &[(&str, &str)],
+    ) -> ConsumerRun {
         let run = ConsumerRun {
             topic: crate::unique(&format!("{name}-topic")),
             group: crate::unique(&format!("{name}-group")),
@@ -293,38 +320,56 @@ impl ConsumerRun {
             db: crate::unique(name).replace('-', "_"),
             brokers: brokers.to_owned(),
         };
-        create_topic(brokers, &run.topic, partitions);
+        create_topic_with(brokers, &run.topic, partitions, replicas, configs);
         run
     }
 
-    /// Starts the `consumer` binary writing to `influx_url` (v1 API), with short timeouts
-    /// suited to tests, plus `extra` flags.
-    pub fn consumer(&self, influx_url: &str, extra: &[&str]) -> ServiceProcess {
-        let mut args: Vec<String> = [
-            "--brokers",
-            &self.brokers,
-            "--topic",
-            &self.topic,
-            "--group",
-            &self.group,
-            "--dlq-topic",
-            &self.dlq,
-            "--influx-api",
-            "v1",
-            "--influx-url",
-            influx_url,
-            "--influx-db",
-            &self.db,
-            "--trigger",
-            "200ms",
-            "--session-timeout",
-            "6s",
-            "--influx-max-backoff",
-            "500ms",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    /// Starts the `consumer` binary writing to `influx` through the v2 API (its bucket
+    /// created first), with short timeouts suited to tests, plus `extra` flags. It is group
+    /// member 0: a consumer started again after this one died takes its place at once
+    /// (static membership, the same `--group-instance-id`).
+    pub fn consumer(&self, influx: &Influxd, extra: &[&str]) -> ServiceProcess {
+        self.member(influx, 0, extra)
+    }
+
+    /// [`Self::consumer`] as group member `index`: members running at once need distinct
+    /// indexes (Kafka fences the older of two members with one instance id).
+    pub fn member(&self, influx: &Influxd, index: usize, extra: &[&str]) -> ServiceProcess {
+        self.start_consumer(influx, &influx.url, index, extra)
+    }
+
+    /// [`Self::consumer`] with InfluxDB reached at `url` (a proxy in front of `influx`).
+    pub fn consumer_via(&self, influx: &Influxd, url: &str, extra: &[&str]) -> ServiceProcess {
+        self.start_consumer(influx, url, 0, extra)
+    }
+
+    fn start_consumer(
+        &self,
+        influx: &Influxd,
+        url: &str,
+        index: usize,
+        extra: &[&str],
+    ) -> ServiceProcess {
+        influx.create_db(&self.db);
+        let instance = format!("{}-member-{index}", self.group);
+        let base = [
+            ("--brokers", self.brokers.as_str()),
+            ("--topic", &self.topic),
+            ("--group", &self.group),
+            ("--dlq-topic", &self.dlq),
+            ("--influx-url", url),
+            ("--trigger", "200ms"),
+            ("--session-timeout", "6s"),
+            ("--influx-max-backoff", "500ms"),
+            ("--group-instance-id", &instance),
+        ];
+        // A flag in `extra` replaces the harness's default for it.
+        let mut args: Vec<String> = base
+            .iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect();
+        args.extend(influx.consumer_args(&self.db));
         args.extend(extra.iter().map(|s| s.to_string()));
         ServiceProcess::start(&crate::workspace_bin("consumer"), &args)
     }
@@ -332,7 +377,7 @@ impl ConsumerRun {
     /// Consumes until `messages` were processed, stops the consumer with SIGTERM (asserting
     /// exit 0) and returns what it wrote.
     pub fn consume_all(&self, influx: &Influxd, messages: usize, extra: &[&str]) -> Snapshot {
-        let mut c = self.consumer(&influx.url, extra);
+        let mut c = self.consumer(influx, extra);
         wait_until(PIPELINE_TIMEOUT, "every message to be processed", || {
             c.assert_running();
             c.metric("candlepipe_consumer_messages_total") >= messages as f64
@@ -383,4 +428,50 @@ pub fn reference_content(name: &str, candles: &[Candle]) -> Snapshot {
     let run = ConsumerRun::new(name, 3);
     produce_candles(&run.brokers, &run.topic, candles);
     run.consume_all(influx, candles.len(), &[])
+}
+
+/// A dataset folder holding copies of `testdata/real-ohlcv/<name>.parquet` for each name;
+/// removed on drop.
+pub fn real_dataset(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("dataset dir");
+    for name in names {
+        let file = format!("{name}.parquet");
+        std::fs::copy(
+            crate::testdata(&format!("real-ohlcv/{file}")),
+            dir.path().join(&file),
+        )
+        .unwrap_or_else(|e| panic!("copying testdata/real-ohlcv/{file}: {e}"));
+    }
+    dir
+}
+
+/// Starts the `producer` binary replaying `dataset` once into `topic`, as recorded (no
+/// rebase), at `speed` market minutes per second, plus `extra` flags; it exits 0 once every
+/// candle is acknowledged.
+pub fn replay_once(
+    brokers: &str,
+    topic: &str,
+    dataset: &Path,
+    speed: &str,
+    extra: &[&str],
+) -> ServiceProcess {
+    let mut args: Vec<String> = [
+        "--mode",
+        "replay",
+        "--speed",
+        speed,
+        "--no-loop",
+        "--no-rebase",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push("--dataset".into());
+    args.push(dataset.display().to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ServiceProcess::start(&crate::workspace_bin("producer"), &args)
 }

@@ -11,10 +11,10 @@
 //! costs little.
 //!
 //! The newest chunk is read until the partition's end as the fetches report it, not just up
-//! to the high watermark from `ListOffsets`: tansu 0.6 answers that with the last *batch's*
-//! base offset + 1, which would hide the newest candles of a batch (and so duplicate them
-//! after a restart). Older chunks end where the previous one started, so they are exact. Only messages that decode, are `source=live`, `closed=true` and have one of
-//! the live symbols count; in-progress (`closed=false`) messages are superseded anyway.
+//! to the high watermark `ListOffsets` gave when the scan started: a candle acknowledged
+//! since then is still found. Older chunks end where the previous one started, so they are
+//! exact. Only messages that decode, are `source=live`, `closed=true` and have one of the
+//! live symbols count; in-progress (`closed=false`) messages are superseded anyway.
 
 use anyhow::{bail, Context};
 use candlepipe_model::kafka::KafkaArgs;
