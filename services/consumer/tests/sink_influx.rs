@@ -1,24 +1,251 @@
-//! The InfluxDB sink against a real influxd 1.6.7 (v1 API): what is written is exactly what
-//! comes back, re-writing changes nothing, hostile tag values stay inside their tag, a field
-//! type conflict rejects exactly the conflicting points, and a stopped server only delays the
-//! write.
+//! The InfluxDB sink against both real servers it writes to: InfluxDB 2.7 through the v2 API
+//! (`/api/v2/write?org=&bucket=`, `Authorization: Token`, the consumer's default and what
+//! compose runs) and Debian's InfluxDB 1.6.7 through the v1 API (`/write?db=`).
 //!
-//! Each test takes its own database on the shared server; the restart test starts a private
-//! one. The sink runs on a tokio runtime owned by the test, so the test thread is free to
-//! call the (blocking) testkit and to stop and restart the server while a write is retrying.
+//! On both, with gzipped and plain request bodies: what is written is exactly what comes back
+//! (values bit for bit, `trades` an integer and every other field a float), re-writing changes
+//! nothing, hostile tag values stay inside their tag, a field type conflict rejects exactly
+//! the conflicting points (InfluxDB 1.x answers 400, 2.x 422, both "partial write: field type
+//! conflict"; the test checks each server's own answer), a stopped server only delays a write
+//! (and a shutdown ends the waiting with `Stopped`), and a batch of ~100k points lands
+//! completely. Each of these is instantiated once per server by `on_both_servers!`:
+//! `<test>::influxdb1_v1_api` and `<test>::influxdb2_v2_api`.
+//!
+//! v1 only (InfluxDB 1.6): `prepare` creates the database once, and refuses a missing
+//! retention policy. The v2-only behaviour (bucket lookup, a wrong or revoked token, rejected
+//! lines of later gzipped requests) is in `sink_v2.rs`.
+//!
+//! Each test takes its own database (v1) or bucket (v2) on the binary's shared servers; the
+//! restart test starts a private one. The sink runs on a tokio runtime owned by the test, so
+//! the test thread is free to call the (blocking) testkit and to stop and restart the server
+//! while a write is retrying.
 
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
 use candlepipe_consumer::sink::{InfluxApi, InfluxConfig, InfluxSink, SinkError, WriteOutcome};
 use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::{Interval, Source};
-use candlepipe_testkit::{testdata, unique, wait_until, Influxd};
+use candlepipe_testkit::http_client::{encode_query, post_body};
+use candlepipe_testkit::{testdata, unique, wait_until, Influxd, Influxd1};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 type Row = Map<String, Value>;
+
+/// Instantiates each `fn test(api: InfluxApi)` once per real server, as the tests
+/// `test::influxdb1_v1_api` (InfluxDB 1.6, v1 API) and `test::influxdb2_v2_api` (InfluxDB 2.7,
+/// v2 API), so a failure names the server in the test's name.
+macro_rules! on_both_servers {
+    ($($test:ident),+ $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn influxdb1_v1_api() {
+                super::$test(super::InfluxApi::V1)
+            }
+            #[test]
+            fn influxdb2_v2_api() {
+                super::$test(super::InfluxApi::V2)
+            }
+        }
+    )+};
+}
+
+on_both_servers!(
+    real_candles_and_indicators_read_back_exactly,
+    writing_the_same_points_again_changes_nothing,
+    hostile_tag_values_stay_inside_their_tag,
+    a_field_type_conflict_rejects_exactly_the_conflicting_points,
+    a_write_waits_out_a_stopped_server_and_completes_after_restart,
+    a_large_batch_is_written_completely,
+);
+
+/// One of the real servers, as the tests see it: where a database/bucket lives, how the sink
+/// is configured for it, a raw line protocol write that bypasses the sink, and InfluxQL.
+#[derive(Clone, Copy)]
+enum Server<'a> {
+    /// InfluxDB 1.6.7, written through the v1 API.
+    V1(&'a Influxd1),
+    /// InfluxDB 2.7, written through the v2 API; InfluxQL reaches a bucket as the database
+    /// of the same name (its virtual DBRP mapping).
+    V2(&'a Influxd),
+}
+
+impl fmt::Display for Server<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Server::V1(i) => write!(f, "InfluxDB 1.x (v1 API) at {}", i.url),
+            Server::V2(i) => write!(
+                f,
+                "InfluxDB {} (v2 API) at {}",
+                candlepipe_testkit::version("CANDLEPIPE_INFLUXDB2_VERSION"),
+                i.url
+            ),
+        }
+    }
+}
+
+impl Server<'static> {
+    /// The test binary's shared server for `api`.
+    fn shared(api: InfluxApi) -> Server<'static> {
+        match api {
+            InfluxApi::V1 => Server::V1(Influxd1::shared()),
+            InfluxApi::V2 => Server::V2(Influxd::shared()),
+        }
+    }
+}
+
+impl Server<'_> {
+    /// A database (v1) or bucket (v2) no other test uses. The bucket is created here, as an
+    /// operator would (the v2 sink only checks that it exists); the v1 sink's `prepare`
+    /// creates the database.
+    fn new_db(self, prefix: &str) -> String {
+        let db = unique(prefix);
+        if let Server::V2(influx) = self {
+            influx.create_db(&db);
+        }
+        db
+    }
+
+    /// The sink's configuration for database/bucket `db`: short backoff, and the consumer's
+    /// other defaults (gzip on, 5,000 points per request, 2 in flight).
+    fn config(self, db: &str) -> InfluxConfig {
+        let base = InfluxConfig {
+            max_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(10),
+            ..InfluxConfig::default()
+        };
+        match self {
+            Server::V1(influx) => InfluxConfig {
+                url: influx.url.clone(),
+                api: InfluxApi::V1,
+                db: db.to_owned(),
+                ..base
+            },
+            Server::V2(influx) => InfluxConfig {
+                url: influx.url.clone(),
+                api: InfluxApi::V2,
+                org: Some(v2_flag(influx, "--influx-org")),
+                bucket: db.to_owned(),
+                token: Some(v2_flag(influx, "--influx-token")),
+                ..base
+            },
+        }
+    }
+
+    /// Writes `lines` (line protocol, ms timestamps) straight to the server's write endpoint:
+    /// (status, body).
+    fn raw_write(self, db: &str, lines: &str) -> (u16, String) {
+        let (url, auth) = match self {
+            Server::V1(influx) => (
+                format!(
+                    "{}/write?{}",
+                    influx.url,
+                    encode_query(&[("db", db), ("precision", "ms")])
+                ),
+                None,
+            ),
+            Server::V2(influx) => (
+                format!(
+                    "{}/api/v2/write?{}",
+                    influx.url,
+                    encode_query(&[
+                        ("org", &v2_flag(influx, "--influx-org")),
+                        ("bucket", db),
+                        ("precision", "ms"),
+                    ])
+                ),
+                Some(format!("Token {}", v2_flag(influx, "--influx-token"))),
+            ),
+        };
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        post_body(
+            &url,
+            "text/plain; charset=utf-8",
+            lines.as_bytes(),
+            &headers,
+        )
+        .unwrap_or_else(|| panic!("{self} did not answer a write"))
+    }
+
+    /// The status and message a write with a field type conflict gets, as each server
+    /// answers it (checked against the real servers by the conflict test).
+    fn conflict_status(self) -> u16 {
+        match self {
+            // 1.x: 400 {"error":"partial write: field type conflict: ..."}
+            Server::V1(_) => 400,
+            // 2.x: 422 {"code":"unprocessable entity","message":"failure writing points to
+            // database: partial write: field type conflict: ..."}
+            Server::V2(_) => 422,
+        }
+    }
+
+    /// InfluxQL (epoch ms); the JSON answer.
+    fn query(self, db: &str, q: &str) -> Value {
+        match self {
+            Server::V1(influx) => influx.query(db, q),
+            Server::V2(influx) => influx.query(db, q),
+        }
+    }
+
+    /// InfluxQL rows of the first statement.
+    fn rows(self, db: &str, q: &str) -> Vec<Row> {
+        match self {
+            Server::V1(influx) => influx.rows(db, q),
+            Server::V2(influx) => influx.rows(db, q),
+        }
+    }
+}
+
+/// The value of one of the flags the testkit gives the consumer for InfluxDB 2
+/// (`--influx-org`, `--influx-token`): the org and operator token it set the server up with.
+fn v2_flag(influx: &Influxd, flag: &str) -> String {
+    let args = influx.consumer_args("any");
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("testkit's consumer_args has no {flag}: {args:?}"));
+    args[at + 1].clone()
+}
+
+/// A private server for a test that stops and restarts it; killed on drop.
+enum PrivateServer {
+    V1(Influxd1),
+    V2(Influxd),
+}
+
+impl PrivateServer {
+    fn start(api: InfluxApi) -> PrivateServer {
+        match api {
+            InfluxApi::V1 => PrivateServer::V1(Influxd1::start()),
+            InfluxApi::V2 => PrivateServer::V2(Influxd::start()),
+        }
+    }
+
+    fn server(&self) -> Server<'_> {
+        match self {
+            PrivateServer::V1(i) => Server::V1(i),
+            PrivateServer::V2(i) => Server::V2(i),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            PrivateServer::V1(i) => i.stop(),
+            PrivateServer::V2(i) => i.stop(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            PrivateServer::V1(i) => i.restart(),
+            PrivateServer::V2(i) => i.restart(),
+        }
+    }
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -26,17 +253,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn v1_config(influxd: &Influxd, db: &str) -> InfluxConfig {
-    InfluxConfig {
-        url: influxd.url.clone(),
-        api: InfluxApi::V1,
-        db: db.to_owned(),
-        max_backoff: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(10),
-        ..InfluxConfig::default()
-    }
 }
 
 /// A sink, its metrics and a shutdown that never fires unless the test fires it.
@@ -88,20 +304,6 @@ impl Harness {
             .points_written
             .with_label_values(&[measurement])
             .get()
-    }
-
-    /// A raw line protocol write, bypassing the sink (to set up a conflict).
-    fn raw_write(&self, url: &str, db: &str, line: &str) -> u16 {
-        let url = format!("{url}/write?db={db}&precision=ms");
-        self.rt.block_on(async {
-            let resp = reqwest::Client::new()
-                .post(url)
-                .body(line.to_owned())
-                .send()
-                .await
-                .expect("influxd answers");
-            resp.status().as_u16()
-        })
     }
 }
 
@@ -158,14 +360,18 @@ fn all_points(candles: &[CandlePoint], indicators: &[IndicatorPoint]) -> Vec<Poi
         .collect()
 }
 
-fn rows_by_time(influxd: &Influxd, db: &str, q: &str) -> BTreeMap<i64, Row> {
-    let rows = influxd.rows(db, q);
+fn rows_by_time(server: Server, db: &str, q: &str) -> BTreeMap<i64, Row> {
+    let rows = server.rows(db, q);
     let n = rows.len();
     let by_time: BTreeMap<i64, Row> = rows
         .into_iter()
         .map(|r| (r["time"].as_i64().expect("epoch ms"), r))
         .collect();
-    assert_eq!(by_time.len(), n, "two rows share a timestamp in {q}");
+    assert_eq!(
+        by_time.len(),
+        n,
+        "{server}: two rows share a timestamp in {q}"
+    );
     by_time
 }
 
@@ -209,8 +415,8 @@ fn assert_candle_row(row: &Row, p: &CandlePoint) {
 }
 
 /// `SHOW FIELD KEYS`: field name → InfluxDB type.
-fn field_types(influxd: &Influxd, db: &str, measurement: &str) -> BTreeMap<String, String> {
-    influxd
+fn field_types(server: Server, db: &str, measurement: &str) -> BTreeMap<String, String> {
+    server
         .rows(db, &format!("SHOW FIELD KEYS FROM \"{measurement}\""))
         .into_iter()
         .map(|r| {
@@ -222,73 +428,50 @@ fn field_types(influxd: &Influxd, db: &str, measurement: &str) -> BTreeMap<Strin
         .collect()
 }
 
-fn count(influxd: &Influxd, db: &str, q: &str) -> i64 {
-    influxd
+fn count(server: Server, db: &str, q: &str) -> i64 {
+    server
         .rows(db, q)
         .first()
         .map(|r| r["count"].as_i64().unwrap())
         .unwrap_or(0)
 }
 
-fn databases(influxd: &Influxd) -> BTreeSet<String> {
-    influxd
-        .rows("", "SHOW DATABASES")
+/// One column of every row, as strings (`SHOW ...` answers).
+fn column(server: Server, db: &str, q: &str, col: &str) -> BTreeSet<String> {
+    server
+        .rows(db, q)
         .into_iter()
-        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .map(|r| {
+            r[col]
+                .as_str()
+                .unwrap_or_else(|| panic!("{server}: {q} row without {col}: {r:?}"))
+                .to_owned()
+        })
         .collect()
 }
 
-#[test]
-fn prepare_creates_the_database_once() {
-    let influxd = Influxd::shared();
-    let db = unique("prepare");
-    assert!(!databases(influxd).contains(&db));
-    let h = Harness::new(v1_config(influxd, &db));
-    h.prepare();
-    assert!(databases(influxd).contains(&db));
-    // Idempotent: a restarted consumer prepares again.
-    h.prepare();
-    assert!(databases(influxd).contains(&db));
-    assert!(h.rt.block_on(h.sink.ping()));
-}
-
-#[test]
-fn prepare_refuses_a_missing_retention_policy() {
-    let influxd = Influxd::shared();
-    let db = unique("rp");
+fn real_candles_and_indicators_read_back_exactly(api: InfluxApi) {
+    let server = Server::shared(api);
+    let db = server.new_db("roundtrip");
     let h = Harness::new(InfluxConfig {
-        retention_policy: Some("nonexistent".into()),
-        ..v1_config(influxd, &db)
-    });
-    match h.rt.block_on(h.sink.prepare(&h.stop)) {
-        Err(SinkError::Fatal(why)) => assert!(why.contains("nonexistent"), "{why}"),
-        other => panic!("expected a fatal error, got {other:?}"),
-    }
-}
-
-#[test]
-fn real_candles_and_indicators_read_back_exactly() {
-    let influxd = Influxd::shared();
-    let db = unique("roundtrip");
-    let h = Harness::new(InfluxConfig {
-        batch_points: 700, // several requests, the last one partial
-        ..v1_config(influxd, &db)
+        batch_points: 700, // several gzipped requests, the last one partial
+        ..server.config(&db)
     });
     h.prepare();
     let (candles, indicators) = real_points();
     let points = all_points(&candles, &indicators);
     let outcome = h.write(&points);
-    assert_eq!(outcome.rejected, []);
+    assert_eq!(outcome.rejected, [], "{server}");
     assert_eq!(outcome.empty, 1, "the first indicator point has no field");
-    assert_eq!(outcome.written, points.len() - 1);
+    assert_eq!(outcome.written, points.len() - 1, "{server}");
 
-    let stored = rows_by_time(influxd, &db, "SELECT * FROM candle");
-    assert_eq!(stored.len(), candles.len());
+    let stored = rows_by_time(server, &db, "SELECT * FROM candle");
+    assert_eq!(stored.len(), candles.len(), "{server}");
     for p in &candles {
         assert_candle_row(&stored[&p.time], p);
     }
-    let stored = rows_by_time(influxd, &db, "SELECT * FROM indicator");
-    assert_eq!(stored.len(), indicators.len() - 1);
+    let stored = rows_by_time(server, &db, "SELECT * FROM indicator");
+    assert_eq!(stored.len(), indicators.len() - 1, "{server}");
     for p in &indicators[1..] {
         let row = &stored[&p.time];
         assert_eq!(row["symbol"], p.symbol.as_ref());
@@ -297,46 +480,57 @@ fn real_candles_and_indicators_read_back_exactly() {
         assert_float(row, "log_return", p.log_return);
     }
 
-    let types = field_types(influxd, &db, "candle");
-    assert_eq!(types["trades"], "integer");
+    let types = field_types(server, &db, "candle");
+    assert_eq!(types.len(), 9, "{server}: {types:?}"); // every candle field but taker_buy_quote
+    assert_eq!(types["trades"], "integer", "{server}");
     assert!(
         types.iter().all(|(k, t)| k == "trades" || t == "float"),
-        "{types:?}"
+        "{server}: {types:?}"
+    );
+    let types = field_types(server, &db, "indicator");
+    assert_eq!(
+        types,
+        BTreeMap::from([("log_return".to_owned(), "float".to_owned())]),
+        "{server}"
     );
     assert_eq!(h.points_written("candle"), candles.len() as u64);
     assert_eq!(h.points_written("indicator"), indicators.len() as u64 - 1);
-    assert_eq!(h.retries(), 0);
+    assert_eq!(h.retries(), 0, "{server}");
 }
 
-#[test]
-fn writing_the_same_points_again_changes_nothing() {
-    let influxd = Influxd::shared();
-    let db = unique("idempotent");
-    let h = Harness::new(v1_config(influxd, &db));
+fn writing_the_same_points_again_changes_nothing(api: InfluxApi) {
+    let server = Server::shared(api);
+    let db = server.new_db("idempotent");
+    let h = Harness::new(server.config(&db));
     h.prepare();
     let (candles, indicators) = real_points();
     let points = all_points(&candles[..600], &indicators[..600]);
     let q = "SELECT * FROM candle, indicator GROUP BY *";
 
     let first = h.write(&points);
-    let after_first = influxd.query(&db, q);
+    let after_first = server.query(&db, q);
     let second = h.write(&points);
-    let after_second = influxd.query(&db, q);
+    let after_second = server.query(&db, q);
 
-    assert_eq!(first, second);
-    assert_eq!(after_first, after_second);
-    assert_eq!(count(influxd, &db, "SELECT count(close) FROM candle"), 600);
+    assert_eq!(first, second, "{server}");
+    assert_eq!(first.written, points.len() - 1, "{server}");
+    assert_eq!(after_first, after_second, "{server}");
     assert_eq!(
-        count(influxd, &db, "SELECT count(log_return) FROM indicator"),
-        599
+        count(server, &db, "SELECT count(close) FROM candle"),
+        600,
+        "{server}"
+    );
+    assert_eq!(
+        count(server, &db, "SELECT count(log_return) FROM indicator"),
+        599,
+        "{server}"
     );
 }
 
-#[test]
-fn hostile_tag_values_stay_inside_their_tag() {
-    let influxd = Influxd::shared();
-    let db = unique("escaping");
-    let h = Harness::new(v1_config(influxd, &db));
+fn hostile_tag_values_stay_inside_their_tag(api: InfluxApi) {
+    let server = Server::shared(api);
+    let db = server.new_db("escaping");
+    let h = Harness::new(server.config(&db));
     h.prepare();
     let representable = [
         "A B",
@@ -349,6 +543,7 @@ fn hostile_tag_values_stay_inside_their_tag() {
         "ünïcødé-€",
         "'single'",
     ];
+    // Refused by the encoder, before any server sees them.
     let refused = [
         "X\nhack,symbol=Y open=1 1",
         "tab\tbed",
@@ -369,7 +564,7 @@ fn hostile_tag_values_stay_inside_their_tag() {
         })
         .collect();
     let outcome = h.write(&points);
-    assert_eq!(outcome.written, representable.len());
+    assert_eq!(outcome.written, representable.len(), "{server}");
     let rejected: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
     assert_eq!(
         rejected,
@@ -380,12 +575,43 @@ fn hostile_tag_values_stay_inside_their_tag() {
         .iter()
         .all(|r| r.error.contains("tag symbol")));
 
-    // One series and one point per representable symbol, each with its own value; nothing else.
-    let series = influxd.rows(&db, "SHOW SERIES");
-    assert_eq!(series.len(), representable.len(), "{series:?}");
-    let measurements = influxd.rows(&db, "SHOW MEASUREMENTS");
-    assert_eq!(measurements.len(), 1, "{measurements:?}");
-    let stored: BTreeMap<String, f64> = influxd
+    // One series per symbol, in one measurement with the schema's three tag keys; every
+    // symbol is one value of the symbol tag (none leaked into another tag, measurement or
+    // point); each point kept its own value.
+    let series = server.rows(&db, "SHOW SERIES");
+    assert_eq!(series.len(), representable.len(), "{server}: {series:?}");
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        column(server, &db, "SHOW MEASUREMENTS", "name"),
+        set(&["candle"]),
+        "{server}"
+    );
+    assert_eq!(
+        column(server, &db, "SHOW TAG KEYS FROM candle", "tagKey"),
+        set(&["interval", "source", "symbol"]),
+        "{server}"
+    );
+    assert_eq!(
+        column(
+            server,
+            &db,
+            r#"SHOW TAG VALUES FROM candle WITH KEY = "symbol""#,
+            "value"
+        ),
+        set(&representable),
+        "{server}"
+    );
+    assert_eq!(
+        column(
+            server,
+            &db,
+            r#"SHOW TAG VALUES FROM candle WITH KEY IN ("interval", "source")"#,
+            "value"
+        ),
+        set(&["1m", "replay"]),
+        "{server}"
+    );
+    let mut stored: Vec<(String, f64)> = server
         .rows(&db, "SELECT open, symbol FROM candle")
         .into_iter()
         .map(|r| {
@@ -395,36 +621,37 @@ fn hostile_tag_values_stay_inside_their_tag() {
             )
         })
         .collect();
-    let expected: BTreeMap<String, f64> = representable
+    stored.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, f64)> = representable
         .iter()
         .enumerate()
         .map(|(i, s)| (s.to_string(), i as f64))
         .collect();
-    assert_eq!(stored, expected);
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(stored, expected, "{server}");
 }
 
-#[test]
-fn a_field_type_conflict_rejects_exactly_the_conflicting_points() {
+fn a_field_type_conflict_rejects_exactly_the_conflicting_points(api: InfluxApi) {
     // One gzipped request, and many plain ones: a rejected request is unpacked from its
     // body again, and its lines must keep their index in the batch.
     for (gzip, batch_points) in [(true, 5000), (false, 64)] {
-        field_type_conflict(gzip, batch_points);
+        field_type_conflict(Server::shared(api), gzip, batch_points);
     }
 }
 
-fn field_type_conflict(gzip: bool, batch_points: usize) {
-    let influxd = Influxd::shared();
-    let db = unique("conflict");
+fn field_type_conflict(server: Server, gzip: bool, batch_points: usize) {
+    let case = format!("{server}, gzip {gzip}, {batch_points} points per request");
+    let db = server.new_db("conflict");
     let h = Harness::new(InfluxConfig {
         gzip,
         batch_points,
-        ..v1_config(influxd, &db)
+        ..server.config(&db)
     });
     h.prepare();
     let (candles, _) = real_points();
-    // InfluxDB 1.x fixes a field's type per shard (7 days for the default policy). The first
-    // 400 candles fall in one shard, where `trades` is made a float below; the last 400 are
-    // in a later shard and unaffected.
+    // Both servers fix a field's type per shard (7 days for an infinite retention). The
+    // first 400 candles fall in one shard, where `trades` is made a float below; the other
+    // 400 are the same candles 30 days later, in a later shard, and unaffected.
     let first_week = &candles[..400];
     let later: Vec<CandlePoint> = candles[..400]
         .iter()
@@ -437,10 +664,19 @@ fn field_type_conflict(gzip: bool, batch_points: usize) {
         "candle,interval=1m,source=replay,symbol=SPOILER trades=1.5 {}",
         first_week[0].time
     );
-    assert_eq!(
-        h.raw_write(&influxd.url, &db, &spoiler),
-        204,
-        "seeding the float field"
+    let (status, body) = server.raw_write(&db, &spoiler);
+    assert_eq!(status, 204, "{case}: seeding the float field: {body}");
+    // The server's own answer to a conflicting line, which the sink must read as "these
+    // lines", not "this request" or "this server".
+    let conflicting_line = format!(
+        "candle,interval=1m,source=replay,symbol=SPOILER trades=2i {}",
+        first_week[1].time
+    );
+    let (status, body) = server.raw_write(&db, &conflicting_line);
+    assert_eq!(status, server.conflict_status(), "{case}: {body}");
+    assert!(
+        body.contains("partial write: field type conflict"),
+        "{case}: {body}"
     );
 
     // In the first week, every third candle has no trade count and so cannot conflict.
@@ -458,23 +694,19 @@ fn field_type_conflict(gzip: bool, batch_points: usize) {
 
     let conflicting: Vec<usize> = (0..400).filter(|i| i % 3 != 0).collect();
     let rejected: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
-    assert_eq!(rejected, conflicting);
+    assert_eq!(rejected, conflicting, "{case}");
     assert!(
         outcome
             .rejected
             .iter()
             .all(|r| r.error.contains("field type conflict") && r.line.contains("trades=")),
-        "{:?}",
+        "{case}: {:?}",
         &outcome.rejected[..1]
     );
-    assert_eq!(outcome.written, points.len() - conflicting.len());
+    assert_eq!(outcome.written, points.len() - conflicting.len(), "{case}");
 
-    let stored = rows_by_time(
-        influxd,
-        &db,
-        "SELECT * FROM candle WHERE symbol = 'XRP-ETH'",
-    );
-    assert_eq!(stored.len(), outcome.written);
+    let stored = rows_by_time(server, &db, "SELECT * FROM candle WHERE symbol = 'XRP-ETH'");
+    assert_eq!(stored.len(), outcome.written, "{case}");
     for (i, p) in points.iter().enumerate() {
         let Point::Candle(p) = p else { unreachable!() };
         match stored.get(&p.time) {
@@ -483,23 +715,24 @@ fn field_type_conflict(gzip: bool, batch_points: usize) {
                 assert_float(row, "close", Some(p.close));
             }
             None if conflicting.contains(&i) => {}
-            other => panic!("point {i} stored as {other:?}"),
+            other => panic!("{case}: point {i} stored as {other:?}"),
         }
     }
-    assert!(h.errors("client") > 0);
+    assert!(h.errors("client") > 0, "{case}");
+    assert_eq!(h.retries(), 0, "{case}: a rejected line is not retried");
 }
 
-#[test]
-fn a_write_waits_out_a_stopped_influxd_and_completes_after_restart() {
-    let mut influxd = Influxd::start();
-    let db = unique("restart");
-    let h = Harness::new(v1_config(&influxd, &db));
+fn a_write_waits_out_a_stopped_server_and_completes_after_restart(api: InfluxApi) {
+    let mut influx = PrivateServer::start(api);
+    let name = influx.server().to_string();
+    let db = influx.server().new_db("restart");
+    let h = Harness::new(influx.server().config(&db));
     h.prepare();
     let (candles, indicators) = real_points();
     let points = all_points(&candles[..1000], &indicators[..1000]);
 
-    influxd.stop();
-    assert!(!h.rt.block_on(h.sink.ping()));
+    influx.stop();
+    assert!(!h.rt.block_on(h.sink.ping()), "{name} still answers");
 
     // While InfluxDB is down, a shutdown ends the retrying with `Stopped`.
     let (trigger, stop) = shutdown::channel();
@@ -510,10 +743,10 @@ fn a_write_waits_out_a_stopped_influxd_and_completes_after_restart() {
         h.retries() >= 1
     });
     trigger.fire();
-    assert!(matches!(
-        h.rt.block_on(stopped).unwrap(),
-        Err(SinkError::Stopped)
-    ));
+    assert!(
+        matches!(h.rt.block_on(stopped).unwrap(), Err(SinkError::Stopped)),
+        "{name}"
+    );
 
     // Otherwise it keeps retrying until the server is back.
     let sink = h.sink.clone();
@@ -526,33 +759,36 @@ fn a_write_waits_out_a_stopped_influxd_and_completes_after_restart() {
     });
     assert!(
         !write.is_finished(),
-        "a write finished while influxd was down"
+        "a write finished while {name} was down"
     );
-    influxd.restart();
+    influx.restart();
     wait_until(Duration::from_secs(60), "the write to complete", || {
         write.is_finished()
     });
     let outcome = h.rt.block_on(write).unwrap().expect("write after restart");
-    assert_eq!(outcome.written, points.len() - 1);
-    assert_eq!(outcome.rejected, []);
+    assert_eq!(outcome.written, points.len() - 1, "{name}");
+    assert_eq!(outcome.rejected, [], "{name}");
+    let server = influx.server();
     assert_eq!(
-        count(&influxd, &db, "SELECT count(close) FROM candle"),
-        1000
+        count(server, &db, "SELECT count(close) FROM candle"),
+        1000,
+        "{name}"
     );
     assert_eq!(
-        count(&influxd, &db, "SELECT count(log_return) FROM indicator"),
-        999
+        count(server, &db, "SELECT count(log_return) FROM indicator"),
+        999,
+        "{name}"
     );
-    assert!(h.errors("connect") >= 3);
+    assert!(h.errors("connect") >= 3, "{name}");
+    assert_eq!(h.errors("client"), 0, "{name}");
 }
 
 /// ~100k candle points in one call, the batch loop's worst case: all of them must land.
 /// Prints the throughput (no assertion on time).
-#[test]
-fn a_large_batch_is_written_completely() {
-    let influxd = Influxd::shared();
-    let db = unique("bulk");
-    let h = Harness::new(v1_config(influxd, &db));
+fn a_large_batch_is_written_completely(api: InfluxApi) {
+    let server = Server::shared(api);
+    let db = server.new_db("bulk");
+    let h = Harness::new(server.config(&db));
     h.prepare();
     let (candles, _) = real_points();
     let symbols: Vec<Arc<str>> = (0..40).map(|i| Arc::from(format!("SYM{i}-ETH"))).collect();
@@ -571,16 +807,66 @@ fn a_large_batch_is_written_completely() {
     let started = Instant::now();
     let outcome = h.write(&points);
     let elapsed = started.elapsed();
-    assert_eq!(outcome.written, points.len());
+    assert_eq!(outcome.written, points.len(), "{server}");
     eprintln!(
-        "wrote {} candle points in {elapsed:?}: {:.0} points/s (batch {} points, gzip {})",
+        "{server}: wrote {} candle points in {elapsed:?}: {:.0} points/s (batch {} points, gzip {})",
         points.len(),
         points.len() as f64 / elapsed.as_secs_f64(),
         h.sink.config().batch_points,
         h.sink.config().gzip
     );
     assert_eq!(
-        count(influxd, &db, "SELECT count(close) FROM candle"),
-        points.len() as i64
+        count(server, &db, "SELECT count(close) FROM candle"),
+        points.len() as i64,
+        "{server}"
     );
+    assert_eq!(
+        column(
+            server,
+            &db,
+            r#"SHOW TAG VALUES FROM candle WITH KEY = "symbol""#,
+            "value"
+        )
+        .len(),
+        symbols.len(),
+        "{server}"
+    );
+}
+
+// --- InfluxDB 1.x only: the v1 sink manages its database and checks the retention policy.
+
+fn databases(influxd: &Influxd1) -> BTreeSet<String> {
+    influxd
+        .rows("", "SHOW DATABASES")
+        .into_iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn v1_prepare_creates_the_database_once() {
+    let influxd = Influxd1::shared();
+    let db = unique("prepare");
+    assert!(!databases(influxd).contains(&db));
+    let h = Harness::new(Server::V1(influxd).config(&db));
+    h.prepare();
+    assert!(databases(influxd).contains(&db));
+    // Idempotent: a restarted consumer prepares again.
+    h.prepare();
+    assert!(databases(influxd).contains(&db));
+    assert!(h.rt.block_on(h.sink.ping()));
+}
+
+#[test]
+fn v1_prepare_refuses_a_missing_retention_policy() {
+    let influxd = Influxd1::shared();
+    let db = unique("rp");
+    let h = Harness::new(InfluxConfig {
+        retention_policy: Some("nonexistent".into()),
+        ..Server::V1(influxd).config(&db)
+    });
+    match h.rt.block_on(h.sink.prepare(&h.stop)) {
+        Err(SinkError::Fatal(why)) => assert!(why.contains("nonexistent"), "{why}"),
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
 }

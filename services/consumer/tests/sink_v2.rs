@@ -1,240 +1,135 @@
-//! The InfluxDB 2 request path (`--influx-api v2`) against a local HTTP endpoint that checks
-//! every request the way InfluxDB 2 would, since no InfluxDB 2 runs in this environment
-//! (InfluxDB 1.6 serves no `/api/v2`). The endpoint checks the path, the org/bucket/precision
-//! query, the token and the gzip encoding, parses every line of the body with
-//! [`parse_line`], and answers with a script: server errors to prove retries, a 400 for one
-//! poisoned line to prove bisection, a 401 to prove a request-level refusal is not blamed on
-//! the points.
+//! What only the InfluxDB 2 write path (`--influx-api v2`) does, against a real InfluxDB 2.7
+//! (the testkit's `Influxd`, set up with an org and an operator token like compose's first
+//! start):
+//!
+//! * `prepare` finds the bucket in the org, and fails with [`SinkError::Fatal`] naming a
+//!   missing bucket or org, or the server's 401 for a wrong token;
+//! * a write with a token InfluxDB refuses (a wrong one: 401 `unauthorized access`; a
+//!   revoked one: 403 `token is inactive`) is a refusal of the request as a whole: retried
+//!   with backoff and counted as a `client` write error, never bisected or blamed on the
+//!   points; a shutdown ends the retrying with [`SinkError::Stopped`], and a token made
+//!   active again lets the same write complete;
+//! * lines InfluxDB rejects (a real field type conflict, 422) in the 3rd and 4th gzipped
+//!   request of a batch come back with their index in the batch, in a logarithmic number of
+//!   requests, and everything else is stored.
+//!
+//! What both servers do alike (exact round trips through gzipped and plain v2 requests,
+//! idempotent rewrites, escaping, field type conflicts, outages, a large batch) is proven on
+//! InfluxDB 2.7 and 1.6 by `sink_influx.rs`.
+//!
+//! Every test takes its own bucket on the binary's shared server. The sink runs on a tokio
+//! runtime owned by the test, so the test thread is free to call the (blocking) testkit.
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use candlepipe_consumer::lineproto::{self, parse_line, ParsedLine};
+use candlepipe_consumer::lineproto;
 use candlepipe_consumer::metrics::ConsumerMetrics;
-use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
-use candlepipe_consumer::sink::{InfluxApi, InfluxConfig, InfluxSink, SinkError};
+use candlepipe_consumer::point::{CandlePoint, Point};
+use candlepipe_consumer::sink::{InfluxApi, InfluxConfig, InfluxSink, SinkError, WriteOutcome};
 use candlepipe_model::shutdown::{self, Shutdown, ShutdownTrigger};
 use candlepipe_model::{Interval, Source};
-use std::collections::{HashMap, VecDeque};
-use std::io::Read;
-use std::sync::{Arc, Mutex};
+use candlepipe_testkit::http_client::{encode_query, post_body};
+use candlepipe_testkit::{unique, wait_until, Influxd};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
-const ORG: &str = "candle org";
-const BUCKET: &str = "crypto";
-const TOKEN: &str = "s3cr3t-t0ken";
-/// A line whose symbol tag has this value is refused by the endpoint, like a type conflict.
-const POISON: &str = "POISON";
+type Row = Map<String, Value>;
 
-/// One write request as the endpoint saw it.
-#[derive(Debug, Clone)]
-struct SeenWrite {
-    lines: Vec<ParsedLine>,
-    status: StatusCode,
+/// The value of one of the flags the testkit gives the consumer for InfluxDB 2
+/// (`--influx-org`, `--influx-token`): the org and operator token it set the server up with.
+fn flag(influx: &Influxd, name: &str) -> String {
+    let args = influx.consumer_args("any");
+    let at = args
+        .iter()
+        .position(|a| a == name)
+        .unwrap_or_else(|| panic!("testkit's consumer_args has no {name}: {args:?}"));
+    args[at + 1].clone()
 }
 
-/// The fake InfluxDB 2's state: what it stored, what it saw, what it answers next.
-#[derive(Default)]
-struct Endpoint {
-    /// Statuses for the next write requests, before the normal answer.
-    script: VecDeque<StatusCode>,
-    /// Every write request, in order.
-    writes: Vec<SeenWrite>,
-    /// Lines accepted (answered 204).
-    stored: Vec<ParsedLine>,
-    /// Problems with a request's shape (path, query, headers, body): must stay empty.
-    violations: Vec<String>,
+fn org(influx: &Influxd) -> String {
+    flag(influx, "--influx-org")
 }
 
-#[derive(Clone)]
-struct Shared {
-    endpoint: Arc<Mutex<Endpoint>>,
-    /// Number of write requests seen, for condition waits.
-    seen: watch::Sender<usize>,
+/// A new, empty bucket.
+fn new_bucket(influx: &Influxd, prefix: &str) -> String {
+    let bucket = unique(prefix);
+    influx.create_db(&bucket);
+    bucket
 }
 
-async fn serve(State(shared): State<Shared>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
-    let query: HashMap<String, String> =
-        reqwest::Url::parse(&format!("http://endpoint{}", parts.uri))
-            .unwrap()
-            .query_pairs()
-            .into_owned()
-            .collect();
-    let want_auth = format!("Token {TOKEN}");
-    let authorized = parts
-        .headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        == Some(want_auth.as_str());
-    match parts.uri.path() {
-        "/health" => (StatusCode::OK, r#"{"status":"pass"}"#).into_response(),
-        "/api/v2/buckets" => {
-            if !authorized {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    r#"{"code":"unauthorized","message":"unauthorized access"}"#,
-                )
-                    .into_response();
-            }
-            let buckets = if query.get("org").map(String::as_str) == Some(ORG)
-                && query.get("name").map(String::as_str) == Some(BUCKET)
-            {
-                format!(r#"{{"buckets":[{{"id":"0123","name":"{BUCKET}","orgID":"42"}}]}}"#)
-            } else {
-                r#"{"buckets":[]}"#.to_owned()
-            };
-            (StatusCode::OK, buckets).into_response()
-        }
-        "/api/v2/write" => {
-            let mut violations = Vec::new();
-            for (k, v) in [("org", ORG), ("bucket", BUCKET), ("precision", "ms")] {
-                if query.get(k).map(String::as_str) != Some(v) {
-                    violations.push(format!("query {k}={:?}, want {v:?}", query.get(k)));
-                }
-            }
-            if !authorized {
-                violations.push(format!(
-                    "authorization {:?}",
-                    parts.headers.get("authorization")
-                ));
-            }
-            let lines = match decoded_lines(&parts.headers, &body) {
-                Ok(lines) => lines,
-                Err(why) => {
-                    violations.push(why);
-                    Vec::new()
-                }
-            };
-            let poisoned = lines
-                .iter()
-                .any(|l| l.tags.iter().any(|(k, v)| k == "symbol" && v == POISON));
-            let mut ep = shared.endpoint.lock().unwrap();
-            ep.violations.extend(violations);
-            let status = match ep.script.pop_front() {
-                Some(scripted) => scripted,
-                None if poisoned => StatusCode::BAD_REQUEST,
-                None => StatusCode::NO_CONTENT,
-            };
-            if status == StatusCode::NO_CONTENT {
-                ep.stored.extend(lines.iter().cloned());
-            }
-            ep.writes.push(SeenWrite { lines, status });
-            let n = ep.writes.len();
-            drop(ep);
-            shared.seen.send_replace(n);
-            let body = match status {
-                StatusCode::BAD_REQUEST => format!(
-                    r#"{{"code":"invalid","message":"failure writing points to database: partial write: field type conflict: symbol={POISON}"}}"#
-                ),
-                StatusCode::NO_CONTENT => String::new(),
-                other => format!(r#"{{"code":"internal error","message":"scripted {other}"}}"#),
-            };
-            (status, body).into_response()
-        }
-        other => {
-            shared
-                .endpoint
-                .lock()
-                .unwrap()
-                .violations
-                .push(format!("request to {other}"));
-            StatusCode::NOT_FOUND.into_response()
-        }
+/// The v2 sink's configuration for `bucket`, with the operator token.
+fn config(influx: &Influxd, bucket: &str) -> InfluxConfig {
+    InfluxConfig {
+        url: influx.url.clone(),
+        api: InfluxApi::V2,
+        org: Some(org(influx)),
+        bucket: bucket.to_owned(),
+        token: Some(flag(influx, "--influx-token")),
+        gzip: true,
+        max_backoff: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(10),
+        ..InfluxConfig::default()
     }
 }
 
-/// The request body gunzipped and parsed line by line.
-fn decoded_lines(headers: &HeaderMap, body: &Bytes) -> Result<Vec<ParsedLine>, String> {
-    if headers
-        .get("content-encoding")
-        .and_then(|h| h.to_str().ok())
-        != Some("gzip")
-    {
-        return Err(format!(
-            "content-encoding {:?}",
-            headers.get("content-encoding")
-        ));
-    }
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(&body[..])
-        .read_to_string(&mut text)
-        .map_err(|e| format!("body is not gzip text: {e}"))?;
-    if !text.ends_with('\n') {
-        return Err("body does not end with a newline".into());
-    }
-    text.lines()
-        .map(|l| parse_line(l).map_err(|e| format!("{l:?}: {e}")))
-        .collect()
-}
-
-/// A running fake InfluxDB 2 and a sink pointed at it.
-struct Fixture {
-    shared: Shared,
+/// A sink, its metrics, and a shutdown the test fires when it wants to.
+struct Harness {
+    rt: tokio::runtime::Runtime,
     sink: InfluxSink,
     metrics: ConsumerMetrics,
     trigger: ShutdownTrigger,
     stop: Shutdown,
-    seen: watch::Receiver<usize>,
 }
 
-impl Fixture {
-    async fn start(cfg: impl FnOnce(InfluxConfig) -> InfluxConfig) -> Fixture {
-        let (seen_tx, seen) = watch::channel(0);
-        let shared = Shared {
-            endpoint: Arc::default(),
-            seen: seen_tx,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new().fallback(serve).with_state(shared.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+impl Harness {
+    fn new(cfg: InfluxConfig) -> Harness {
         let metrics = ConsumerMetrics::new();
-        let config = cfg(InfluxConfig {
-            url: format!("http://{addr}"),
-            api: InfluxApi::V2,
-            org: Some(ORG.into()),
-            bucket: BUCKET.into(),
-            token: Some(TOKEN.into()),
-            gzip: true,
-            max_backoff: Duration::from_millis(50),
-            ..InfluxConfig::default()
-        });
-        let sink = InfluxSink::new(config, metrics.clone()).unwrap();
+        let sink = InfluxSink::new(cfg, metrics.clone()).expect("valid config");
         let (trigger, stop) = shutdown::channel();
-        Fixture {
-            shared,
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Harness {
+            rt,
             sink,
             metrics,
             trigger,
             stop,
-            seen,
         }
     }
 
-    fn script(&self, statuses: &[StatusCode]) {
-        self.shared.endpoint.lock().unwrap().script.extend(statuses);
+    fn prepare(&self) -> Result<(), SinkError> {
+        self.rt.block_on(self.sink.prepare(&self.stop))
     }
 
-    fn endpoint(&self) -> std::sync::MutexGuard<'_, Endpoint> {
-        self.shared.endpoint.lock().unwrap()
+    /// Starts writing `points` in the background.
+    fn spawn_write(
+        &self,
+        points: &[Point],
+    ) -> tokio::task::JoinHandle<Result<WriteOutcome, SinkError>> {
+        let (sink, stop, points) = (self.sink.clone(), self.stop.clone(), points.to_vec());
+        self.rt
+            .spawn(async move { sink.write(&points, &stop).await })
     }
 
-    fn assert_well_formed(&self) {
-        let ep = self.endpoint();
-        assert!(
-            ep.violations.is_empty(),
-            "bad requests: {:?}",
-            ep.violations
-        );
+    fn retries(&self) -> u64 {
+        self.metrics.write_retries.get()
+    }
+
+    fn errors(&self, kind: &str) -> u64 {
+        self.metrics.write_errors.with_label_values(&[kind]).get()
+    }
+
+    /// Accepted write requests (each observes one duration).
+    fn accepted_requests(&self) -> u64 {
+        self.metrics.write_duration.get_sample_count()
     }
 }
 
-fn candle(symbol: &str, i: usize) -> Point {
+/// A candle whose fields are all floats except `trades`, which only some candles have.
+fn candle(symbol: &str, i: usize, trades: Option<u64>) -> Point {
     let x = i as f64;
     Point::Candle(CandlePoint {
         symbol: Arc::from(symbol),
@@ -247,226 +142,339 @@ fn candle(symbol: &str, i: usize) -> Point {
         close: 100.5 + x * 0.1,
         volume: 0.1 + x,
         quote_volume: Some(1e-9 * x),
-        trades: Some(i as u64 * 1000),
+        trades,
         taker_buy_base: None,
         taker_buy_quote: Some(x.sqrt()),
         vwap: Some(100.25 + x / 13.0),
     })
 }
 
-fn indicator(symbol: &str, i: usize) -> Point {
-    Point::Indicator(IndicatorPoint {
-        symbol: Arc::from(symbol),
-        source: Some(Source::Replay),
-        time: 1_700_000_000_000 + i as i64 * 60_000,
-        ema_12: Some(i as f64 / 3.0),
-        rsi_14: Some(100.0 / (i as f64 + 1.0)),
-        log_return: Some(-(i as f64 + 1.0).ln()),
-        ..IndicatorPoint::default()
-    })
-}
-
-fn sorted(mut lines: Vec<ParsedLine>) -> Vec<ParsedLine> {
-    lines.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    lines
-}
-
-fn expected(points: &[Point]) -> Vec<ParsedLine> {
-    sorted(points.iter().map(ParsedLine::expected_for).collect())
-}
-
-#[tokio::test]
-async fn prepare_finds_the_bucket_and_names_a_missing_one() {
-    let f = Fixture::start(|c| c).await;
-    f.sink.prepare(&f.stop).await.expect("bucket exists");
-    assert!(f.sink.ping().await);
-
-    let missing = Fixture::start(|c| InfluxConfig {
-        bucket: "nope".into(),
-        ..c
-    })
-    .await;
-    match missing.sink.prepare(&missing.stop).await {
-        Err(SinkError::Fatal(why)) => {
-            assert!(why.contains("\"nope\"") && why.contains(ORG), "{why}")
-        }
-        other => panic!("expected Fatal, got {other:?}"),
-    }
-
-    let bad_token = Fixture::start(|c| InfluxConfig {
-        token: Some("wrong".into()),
-        ..c
-    })
-    .await;
-    match bad_token.sink.prepare(&bad_token.stop).await {
-        Err(SinkError::Fatal(why)) => assert!(why.contains("401"), "{why}"),
-        other => panic!("expected Fatal, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn writes_are_gzipped_v2_requests_that_parse_back_into_the_points() {
-    // One request in flight, so the order of the requests is the order of the points.
-    let f = Fixture::start(|c| InfluxConfig {
-        batch_points: 5,
-        concurrency: 1,
-        ..c
-    })
-    .await;
-    let symbols = ["BTC-USD", "A B,c=d", r"back\slash", "quo\"te"];
-    let points: Vec<Point> = (0..12)
-        .map(|i| {
-            if i % 3 == 0 {
-                indicator(symbols[i % 4], i)
-            } else {
-                candle(symbols[i % 4], i)
-            }
-        })
-        .collect();
-    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
-    assert_eq!(outcome.written, 12);
-    assert_eq!(outcome.rejected, []);
-    f.assert_well_formed();
-    let ep = f.endpoint();
-    // 12 points at most 5 per request: 3 requests of equal size.
-    let sizes: Vec<usize> = ep.writes.iter().map(|w| w.lines.len()).collect();
-    assert_eq!(sizes, [4, 4, 4]);
-    assert_eq!(sorted(ep.stored.clone()), expected(&points));
-    // In order, too.
-    assert_eq!(
-        ep.stored,
-        points
-            .iter()
-            .map(ParsedLine::expected_for)
-            .collect::<Vec<_>>()
+/// Raw write to `/api/v2/write` with `token`: (status, body).
+fn raw_write(influx: &Influxd, bucket: &str, token: &str, lines: &str) -> (u16, String) {
+    let url = format!(
+        "{}/api/v2/write?{}",
+        influx.url,
+        encode_query(&[
+            ("org", &org(influx)),
+            ("bucket", bucket),
+            ("precision", "ms")
+        ])
     );
+    let auth = format!("Token {token}");
+    post_body(
+        &url,
+        "text/plain; charset=utf-8",
+        lines.as_bytes(),
+        &[("Authorization", auth.as_str())],
+    )
+    .expect("influxd 2 answers writes")
+}
+
+/// Every stored candle of `symbol`, by time.
+fn stored_candles(influx: &Influxd, bucket: &str, symbol: &str) -> BTreeMap<i64, Row> {
+    influx
+        .rows(
+            bucket,
+            &format!("SELECT * FROM candle WHERE symbol = '{symbol}'"),
+        )
+        .into_iter()
+        .map(|r| (r["time"].as_i64().expect("epoch ms"), r))
+        .collect()
+}
+
+/// Asserts the stored candles of `symbol` are exactly `points` (values bit for bit).
+fn assert_stored_exactly(influx: &Influxd, bucket: &str, symbol: &str, points: &[&Point]) {
+    let stored = stored_candles(influx, bucket, symbol);
+    assert_eq!(stored.len(), points.len(), "stored {stored:?}");
+    for p in points {
+        let Point::Candle(p) = p else { unreachable!() };
+        let row = &stored[&p.time];
+        assert_eq!(row["interval"], p.interval.as_str());
+        for (field, value) in [
+            ("open", p.open),
+            ("high", p.high),
+            ("low", p.low),
+            ("close", p.close),
+            ("volume", p.volume),
+        ] {
+            assert_eq!(
+                row[field].as_f64().map(f64::to_bits),
+                Some(value.to_bits()),
+                "{field} at {}: {row:?}",
+                p.time
+            );
+        }
+        assert_eq!(row["trades"].as_i64(), p.trades.map(|t| t as i64));
+    }
+}
+
+#[test]
+fn prepare_finds_the_bucket_and_names_a_missing_one() {
+    let influx = Influxd::shared();
+    let org = org(influx);
+    let bucket = new_bucket(influx, "prepare");
+    let h = Harness::new(config(influx, &bucket));
+    h.prepare().expect("the bucket exists");
+    assert!(h.rt.block_on(h.sink.ping()));
+
+    let fatal = |cfg: InfluxConfig| match Harness::new(cfg).prepare() {
+        Err(SinkError::Fatal(why)) => why,
+        other => panic!("expected Fatal, got {other:?}"),
+    };
+
+    let missing = unique("missing");
+    let why = fatal(InfluxConfig {
+        bucket: missing.clone(),
+        ..config(influx, &bucket)
+    });
+    // InfluxDB 2.7 answers a lookup of a missing bucket with 404 `bucket "…" not found`
+    // (not an empty list), which the sink reports with the bucket and org it looked for.
+    assert!(
+        why.contains(&format!("{missing:?}"))
+            && why.contains(&format!("organization {org:?}"))
+            && why.contains("not found"),
+        "{why}"
+    );
+
+    let why = fatal(InfluxConfig {
+        org: Some("no-such-org".into()),
+        ..config(influx, &bucket)
+    });
+    assert!(
+        why.contains(r#"organization "no-such-org""#) && why.contains("404"),
+        "{why}"
+    );
+
+    let why = fatal(InfluxConfig {
+        token: Some("wrong-token".into()),
+        ..config(influx, &bucket)
+    });
+    assert!(why.contains("401") && why.contains("unauthorized"), "{why}");
+}
+
+/// A token InfluxDB refuses is the request's fault, not the points': the sink retries the
+/// whole request (every `client` error is a retry, none a rejection of lines) until the
+/// shutdown, and nothing is written or handed to the dead-letter topic.
+#[test]
+fn a_wrong_token_is_retried_as_a_whole_until_shutdown() {
+    let influx = Influxd::shared();
+    let bucket = new_bucket(influx, "badtoken");
+    let points: Vec<Point> = (0..40).map(|i| candle("ETH-USD", i, Some(7))).collect();
+    let mut line = Vec::new();
+    lineproto::encode(&points[0], &mut line).unwrap();
+
+    // What the real server answers to a write with an unknown token.
+    let (status, body) = raw_write(
+        influx,
+        &bucket,
+        "wrong-token",
+        std::str::from_utf8(&line).unwrap(),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("unauthorized access"), "{body}");
+
+    let h = Harness::new(InfluxConfig {
+        token: Some("wrong-token".into()),
+        batch_points: 10, // 4 requests, 2 in flight: each is retried whole
+        ..config(influx, &bucket)
+    });
+    let write = h.spawn_write(&points);
+    wait_until(Duration::from_secs(30), "the write to be retried", || {
+        h.retries() >= 6
+    });
+    assert!(!write.is_finished(), "a refused write finished");
+    h.trigger.fire();
+    assert!(matches!(
+        h.rt.block_on(write).unwrap(),
+        Err(SinkError::Stopped)
+    ));
+
+    assert!(h.errors("client") >= 6);
     assert_eq!(
-        f.metrics
+        h.errors("client"),
+        h.retries(),
+        "some client errors were rejections of lines (bisection), not retries"
+    );
+    for kind in ["server", "timeout", "connect"] {
+        assert_eq!(h.errors(kind), 0, "{kind} errors");
+    }
+    assert_eq!(h.accepted_requests(), 0);
+    assert_eq!(
+        h.metrics
             .points_written
             .with_label_values(&["candle"])
             .get(),
-        8
+        0
     );
-    assert_eq!(
-        f.metrics
-            .points_written
-            .with_label_values(&["indicator"])
-            .get(),
-        4
-    );
-    assert_eq!(f.metrics.write_duration.get_sample_count(), 3);
-    assert!(f.metrics.last_write.get() > 1.7e9);
+    assert!(stored_candles(influx, &bucket, "ETH-USD").is_empty());
 }
 
-#[tokio::test]
-async fn server_errors_are_retried_until_influxdb_accepts() {
-    let f = Fixture::start(|c| c).await;
-    f.script(&[
-        StatusCode::INTERNAL_SERVER_ERROR,
-        StatusCode::SERVICE_UNAVAILABLE,
-        StatusCode::TOO_MANY_REQUESTS,
-    ]);
-    let points: Vec<Point> = (0..30).map(|i| candle("ETH-USD", i)).collect();
-    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
-    assert_eq!(outcome.written, 30);
+/// An operator's own API call with the operator token (POST or PATCH with a JSON body).
+fn api_call(
+    h: &Harness,
+    influx: &Influxd,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> Value {
+    let url = format!("{}{path}", influx.url);
+    let token = flag(influx, "--influx-token");
+    let (status, text) = h.rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .request(method, url)
+            .header("Authorization", format!("Token {token}"))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("influxd 2 answers");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    });
+    assert!(status < 300, "{path}: {status} {text}");
+    serde_json::from_str(&text).expect("JSON answer")
+}
+
+/// A refusal ends when the operator fixes the credentials: a revoked (inactive) token, which
+/// InfluxDB answers with 403 `insufficient permissions for write: token is inactive`, makes
+/// the write retry, and once the token is active again the same write completes with every
+/// point stored and none rejected.
+#[test]
+fn a_revoked_token_is_retried_until_it_is_active_again() {
+    let influx = Influxd::shared();
+    let bucket = new_bucket(influx, "revoked");
+    let buckets = influx.api_get(&format!(
+        "/api/v2/buckets?{}",
+        encode_query(&[("name", &bucket), ("org", &org(influx))])
+    ));
+    let bucket_id = buckets["buckets"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("bucket {bucket} not listed: {buckets}"))
+        .to_owned();
+    let resource = json!({"type": "buckets", "id": bucket_id, "orgID": influx.org_id});
+    let setup = Harness::new(config(influx, &bucket));
+    let auth = api_call(
+        &setup,
+        influx,
+        reqwest::Method::POST,
+        "/api/v2/authorizations",
+        json!({
+            "orgID": influx.org_id,
+            "description": "candlepipe consumer (sink_v2 test)",
+            "permissions": [
+                {"action": "read", "resource": resource},
+                {"action": "write", "resource": resource},
+            ],
+        }),
+    );
+    let token = auth["token"].as_str().expect("token").to_owned();
+    let auth_path = format!("/api/v2/authorizations/{}", auth["id"].as_str().unwrap());
+    let set_status = |status: &str| {
+        let answer = api_call(
+            &setup,
+            influx,
+            reqwest::Method::PATCH,
+            &auth_path,
+            json!({ "status": status }),
+        );
+        assert_eq!(answer["status"], status, "{answer}");
+    };
+
+    let h = Harness::new(InfluxConfig {
+        token: Some(token.clone()),
+        ..config(influx, &bucket)
+    });
+    h.prepare().expect("the token can read the bucket");
+    set_status("inactive");
+    let points: Vec<Point> = (0..30)
+        .map(|i| candle("XRP-USD", i, Some(i as u64)))
+        .collect();
+    let write = h.spawn_write(&points);
+    wait_until(Duration::from_secs(30), "the write to be retried", || {
+        h.retries() >= 3
+    });
+    assert!(
+        !write.is_finished(),
+        "a write with a revoked token finished"
+    );
+    // What the real server answers to a write with a revoked token.
+    let (status, body) = raw_write(influx, &bucket, &token, "probe value=1 1");
+    assert_eq!(status, 403, "the revoked token: {body}");
+    assert!(body.contains("token is inactive"), "{body}");
+
+    set_status("active");
+    wait_until(Duration::from_secs(30), "the write to complete", || {
+        write.is_finished()
+    });
+    let outcome = h.rt.block_on(write).unwrap().expect("write");
+    assert_eq!(outcome.written, points.len());
     assert_eq!(outcome.rejected, []);
-    f.assert_well_formed();
-    let ep = f.endpoint();
-    let statuses: Vec<u16> = ep.writes.iter().map(|w| w.status.as_u16()).collect();
-    assert_eq!(statuses, [500, 503, 429, 204]);
-    // The same request each time.
-    assert!(ep.writes.iter().all(|w| w.lines == ep.writes[0].lines));
-    assert_eq!(sorted(ep.stored.clone()), expected(&points));
-    assert_eq!(f.metrics.write_retries.get(), 3);
-    assert_eq!(
-        f.metrics.write_errors.with_label_values(&["server"]).get(),
-        3
+    assert_eq!(h.errors("client"), h.retries());
+    assert!(h.retries() >= 3);
+    assert_stored_exactly(
+        influx,
+        &bucket,
+        "XRP-USD",
+        &points.iter().collect::<Vec<_>>(),
     );
 }
 
 /// A batch is cut into gzipped request bodies when it is encoded; a rejected request is
-/// unpacked again to isolate its lines, which must keep their place in the batch. (Plain
-/// bodies: `a_field_type_conflict_rejects_exactly_the_conflicting_points` on influxd 1.x.)
-#[tokio::test]
-async fn rejected_lines_in_later_requests_keep_their_batch_index() {
-    let f = Fixture::start(|c| InfluxConfig {
-        batch_points: 16,
-        ..c
-    })
-    .await;
-    let mut points: Vec<Point> = (0..40).map(|i| candle("SOL-USD", i)).collect();
-    points[23] = candle(POISON, 23);
-    points[35] = candle(POISON, 35);
-    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
+/// unpacked again to isolate its lines, which must keep their place in the batch. The
+/// rejection is InfluxDB's own: `trades` was stored as a float in the same shard, so the two
+/// candles that carry an integer `trades` conflict (plain bodies and a single gzipped one:
+/// `a_field_type_conflict_rejects_exactly_the_conflicting_points` in sink_influx.rs).
+#[test]
+fn rejected_lines_in_later_requests_keep_their_batch_index() {
+    let influx = Influxd::shared();
+    let bucket = new_bucket(influx, "index");
+    let h = Harness::new(InfluxConfig {
+        batch_points: 10, // 40 points: 4 requests of 10
+        ..config(influx, &bucket)
+    });
+    h.prepare().expect("prepare");
+    let mut points: Vec<Point> = (0..40).map(|i| candle("SOL-USD", i, None)).collect();
+    let conflicting = [23, 35]; // the 3rd and the 4th request
+    for i in conflicting {
+        points[i] = candle("SOL-USD", i, Some(1000 + i as u64));
+    }
+    let (status, body) = raw_write(
+        influx,
+        &bucket,
+        &flag(influx, "--influx-token"),
+        "candle,interval=1m,source=live,symbol=SPOILER trades=1.5 1700000000000",
+    );
+    assert_eq!(status, 204, "seeding the float field: {body}");
+
+    let outcome =
+        h.rt.block_on(h.sink.write(&points, &h.stop))
+            .expect("write");
     assert_eq!(outcome.written, 38);
     let indices: Vec<usize> = outcome.rejected.iter().map(|r| r.index).collect();
-    assert_eq!(indices, vec![23, 35]);
-    for (r, minute) in outcome.rejected.iter().zip([23, 35]) {
+    assert_eq!(indices, conflicting);
+    for r in &outcome.rejected {
         let mut line = Vec::new();
-        lineproto::encode(&points[minute], &mut line).unwrap();
+        lineproto::encode(&points[r.index], &mut line).unwrap();
         assert_eq!(r.line.as_bytes(), line.trim_ascii_end());
+        assert!(
+            r.error.contains("partial write: field type conflict"),
+            "{}",
+            r.error
+        );
     }
-    f.assert_well_formed();
-    let mut good = points.clone();
-    good.remove(35);
-    good.remove(23);
-    assert_eq!(sorted(f.endpoint().stored.clone()), expected(&good));
-}
+    let good: Vec<&Point> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !conflicting.contains(i))
+        .map(|(_, p)| p)
+        .collect();
+    assert_stored_exactly(influx, &bucket, "SOL-USD", &good);
 
-#[tokio::test]
-async fn a_rejected_line_is_isolated_and_the_others_are_written() {
-    let f = Fixture::start(|c| c).await;
-    let mut points: Vec<Point> = (0..40).map(|i| candle("SOL-USD", i)).collect();
-    points[23] = candle(POISON, 23);
-    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
-    assert_eq!(outcome.written, 39);
-    assert_eq!(outcome.rejected.len(), 1);
-    let rejected = &outcome.rejected[0];
-    assert_eq!(rejected.index, 23);
-    assert!(rejected.line.contains("symbol=POISON"), "{}", rejected.line);
-    assert!(
-        rejected.error.contains("field type conflict"),
-        "{}",
-        rejected.error
-    );
-    f.assert_well_formed();
-
-    let mut good = points.clone();
-    good.remove(23);
-    let ep = f.endpoint();
-    assert_eq!(sorted(ep.stored.clone()), expected(&good));
-    // Bisection: a logarithmic number of requests, not one per point.
-    assert!(ep.writes.len() <= 2 * 6 + 1, "{} requests", ep.writes.len());
-    assert_eq!(f.metrics.write_retries.get(), 0);
-}
-
-#[tokio::test]
-async fn a_refused_request_is_retried_not_blamed_on_the_points() {
-    let f = Fixture::start(|c| c).await;
-    f.script(&[StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]);
-    let points: Vec<Point> = (0..10).map(|i| indicator("XRP-USD", i)).collect();
-    let outcome = f.sink.write(&points, &f.stop).await.unwrap();
-    assert_eq!(outcome.written, 10);
-    assert_eq!(outcome.rejected, []);
-    let ep = f.endpoint();
-    assert_eq!(ep.writes.len(), 3);
-    assert_eq!(sorted(ep.stored.clone()), expected(&points));
-    assert_eq!(
-        f.metrics.write_errors.with_label_values(&["client"]).get(),
-        2
-    );
-}
-
-#[tokio::test]
-async fn shutdown_ends_the_retrying() {
-    let f = Fixture::start(|c| c).await;
-    f.script(&[StatusCode::BAD_GATEWAY; 1000]);
-    let points: Vec<Point> = (0..3).map(|i| candle("ADA-USD", i)).collect();
-    let (sink, stop) = (f.sink.clone(), f.stop.clone());
-    let write = tokio::spawn(async move { sink.write(&points, &stop).await });
-    let mut seen = f.seen.clone();
-    seen.wait_for(|n| *n >= 3).await.unwrap();
-    f.trigger.fire();
-    assert!(matches!(write.await.unwrap(), Err(SinkError::Stopped)));
-    assert!(f.endpoint().stored.is_empty());
+    // Bisection: each spoilt request of 10 lines is isolated in at most 1 + 2·⌈log2 10⌉
+    // requests, rather than one per line; the two clean requests are accepted at once.
+    let requests = h.accepted_requests() + h.errors("client");
+    assert!(requests <= 2 + 2 * (1 + 2 * 4), "{requests} requests");
+    assert_eq!(h.retries(), 0, "a rejected line is not retried");
 }
