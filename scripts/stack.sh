@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
 # The candlepipe stack from native binaries, for machines without Docker (and for this
-# development environment): tansu (a Kafka-compatible broker), InfluxDB 1.x, Prometheus, the
-# producer and the consumer, plus Grafana when a `grafana`/`grafana-server` binary is on the
-# PATH. Everything listens on 127.0.0.1 only.
+# development environment). It mirrors docker-compose.yml: Apache Kafka in KRaft mode (one
+# node, broker and controller), InfluxDB 2, Prometheus, the producer and the consumer, plus
+# Grafana when a `grafana`/`grafana-server` binary is on the PATH. Everything listens on
+# 127.0.0.1 only.
 #
 #   scripts/stack.sh up             install what is missing, build, start, wait, print URLs
 #   scripts/stack.sh status         what runs (exit 0 when every started service runs, 3 if not)
-#   scripts/stack.sh logs [-f] [service...]
+#   scripts/stack.sh logs [-f] [service...]    kafka influxdb prometheus producer consumer grafana
 #   scripts/stack.sh down [-v]      stop what `up` started (-v also deletes the stored data)
 #
 # State lives in STACK_DIR (default .stack/ in the repo, git-ignored): one pid file and one
-# log per service, generated configs, and the data (tansu.db, InfluxDB, Prometheus TSDB) that
-# survives `down`/`up`. `down` stops only the processes named by those pid files, and only if
-# the pid still runs the program it started (a reused pid is left alone).
+# log per service, generated configs, and the data (Kafka's log, InfluxDB, Prometheus TSDB)
+# that survives `down`/`up`. `down` stops only the processes named by those pid files, and
+# only if the pid still runs the program it started (a reused pid is left alone).
 #
-# Settings (environment variables):
-#   KAFKA_PORT=9092 INFLUXDB_PORT=8086 INFLUXDB_RPC_PORT=8088 PROMETHEUS_PORT=9090
+# Settings (environment variables; the names and defaults are those of .env.example):
+#   KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 INFLUXDB_PORT=8086 PROMETHEUS_PORT=9090
 #   GRAFANA_PORT=3000 PRODUCER_PORT=9101 CONSUMER_PORT=9102
 #                          loopback ports; `up` refuses to start when one is taken.
+#   KAFKA_PARTITIONS=6     partitions of the `candles` topic when `up` creates it.
+#   KAFKA_HEAP_OPTS        the broker JVM's heap (default "-Xms128m -Xmx512m").
+#   INFLUXDB_ADMIN_USER INFLUXDB_ADMIN_PASSWORD INFLUXDB_ORG INFLUXDB_TOKEN
+#                          InfluxDB's first-start setup (user, org, bucket `crypto`, token);
+#                          the consumer writes and Grafana reads with INFLUXDB_TOKEN.
 #   STACK_DIR              state folder (default <repo>/.stack).
 #   STACK_BIN_DIR          folder holding already built `producer` and `consumer`; unset:
-#                          `cargo build --release` builds them.
+#                          `cargo build --workspace --bins --locked` (the debug build
+#                          scripts/test.sh makes too) builds them.
 #   STACK_TIMEOUT=120      seconds a service may take to answer after it started.
 #   STACK_STOP_TIMEOUT=45  seconds `down` waits for a graceful exit before SIGKILL.
 #   Anything the binaries read passes through: REPLAY_SPEED (default here: max, as in
 #   docker compose), REPLAY_BACKFILL, PRODUCER_MODE, SYMBOLS, DATASET_DIR, RUST_LOG, ...
-#   Grafana: GRAFANA_HOME (its homepath), GRAFANA_ADMIN_PASSWORD.
+#   Grafana: GRAFANA_HOME (its homepath), GRAFANA_ADMIN_PASSWORD, GRAFANA_ANONYMOUS_ENABLED.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,8 +41,8 @@ source "$REPO/scripts/lib/install.sh"
 
 STACK_DIR=${STACK_DIR:-$REPO/.stack}
 KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 INFLUXDB_PORT=${INFLUXDB_PORT:-8086}
-INFLUXDB_RPC_PORT=${INFLUXDB_RPC_PORT:-8088}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 GRAFANA_PORT=${GRAFANA_PORT:-3000}
 PRODUCER_PORT=${PRODUCER_PORT:-9101}
@@ -43,8 +50,23 @@ CONSUMER_PORT=${CONSUMER_PORT:-9102}
 STACK_TIMEOUT=${STACK_TIMEOUT:-120}
 STACK_STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-45}
 
-# Start order; `down` stops in reverse.
-SERVICES=(tansu influxd prometheus producer consumer grafana)
+# As docker-compose.yml (kafka-init, the consumer) and .env.example.
+KAFKA_TOPIC=${KAFKA_TOPIC:-candles}
+KAFKA_DLQ_TOPIC=${KAFKA_DLQ_TOPIC:-candles.dlq}
+KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-6}
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
+INFLUXDB_ADMIN_USER=${INFLUXDB_ADMIN_USER:-candlepipe}
+INFLUXDB_ADMIN_PASSWORD=${INFLUXDB_ADMIN_PASSWORD:-candlepipe-laptop-only}
+INFLUXDB_ORG=${INFLUXDB_ORG:-candlepipe}
+INFLUXDB_TOKEN=${INFLUXDB_TOKEN:-candlepipe-laptop-only-token}
+INFLUXDB_BUCKET=crypto
+
+# Start order; `down` stops the clients first, then the servers.
+SERVICES=(kafka influxdb prometheus producer consumer grafana)
+SERVERS=(prometheus influxdb kafka)
+CLIENTS=(grafana consumer producer)
+# What an older stack.sh ran (tansu, InfluxDB 1.x): `down` still stops it.
+LEGACY_SERVICES=(tansu influxd)
 
 die() {
   printf 'stack.sh: %s\n' "$*" >&2
@@ -54,26 +76,21 @@ die() {
 pid_file() { echo "$STACK_DIR/$1.pid"; }
 log_file() { echo "$STACK_DIR/$1.log"; }
 
-# The loopback port a service listens on, and the variable that moves it.
-port_of() {
+# The variables holding the loopback ports a service listens on (the first is its main one).
+port_vars_of() {
   case $1 in
-    tansu) echo "$KAFKA_PORT" ;;
-    influxd) echo "$INFLUXDB_PORT" ;;
-    prometheus) echo "$PROMETHEUS_PORT" ;;
-    producer) echo "$PRODUCER_PORT" ;;
-    consumer) echo "$CONSUMER_PORT" ;;
-    grafana) echo "$GRAFANA_PORT" ;;
-  esac
-}
-port_var_of() {
-  case $1 in
-    tansu) echo KAFKA_PORT ;;
-    influxd) echo INFLUXDB_PORT ;;
+    kafka) echo KAFKA_PORT KAFKA_CONTROLLER_PORT ;;
+    influxdb) echo INFLUXDB_PORT ;;
     prometheus) echo PROMETHEUS_PORT ;;
     producer) echo PRODUCER_PORT ;;
     consumer) echo CONSUMER_PORT ;;
     grafana) echo GRAFANA_PORT ;;
   esac
+}
+port_of() {
+  local vars
+  read -r -a vars <<<"$(port_vars_of "$1")"
+  echo "${!vars[0]}"
 }
 
 # --- processes ------------------------------------------------------------------------------
@@ -86,21 +103,23 @@ pid_alive() {
   [[ $state != Z* ]]
 }
 
-# The pid a service's pid file records ("<pid> <program name>"), if any.
+# The pid a service's pid file records ("<pid> <program name> [<argument>]"), if any.
 recorded_pid() {
-  local file pid name
+  local file pid
   file=$(pid_file "$1")
   [ -f "$file" ] || return 0
-  read -r pid name <"$file" || return 0
+  read -r pid _ <"$file" || return 0
   [[ $pid =~ ^[0-9]+$ ]] && echo "$pid"
   return 0
 }
 
-# The recorded pid when it still runs the program it started, else nothing. Processes this
-# run started are trusted as they are (TRUST_STARTED=1): right after `launch` the pid may
-# still be in the `setsid`/`env` exec chain.
+# The recorded pid when it still runs the program it started, else nothing: its name must
+# match, and so must the argument the pid file names, if any (Kafka's program is `java`, so
+# `kafka.Kafka` tells it from any other JVM). Processes this run started are trusted as they
+# are (TRUST_STARTED=1): right after `launch` the pid may still be in the `setsid`/`env` exec
+# chain.
 running_pid() {
-  local pid name comm
+  local pid name marker comm args
   pid=$(recorded_pid "$1")
   [ -n "$pid" ] || return 0
   pid_alive "$pid" || return 0
@@ -108,30 +127,37 @@ running_pid() {
     echo "$pid"
     return 0
   fi
-  read -r _ name <"$(pid_file "$1")"
+  read -r _ name marker <"$(pid_file "$1")" || true
   comm=$(ps -o comm= -p "$pid" 2>/dev/null || true)
   # comm is the program name cut to 15 characters (`grafana-server` may exec `grafana`, so
   # a prefix is enough); without ps, trust the pid file.
   if [ -n "$comm" ] && [ -n "$name" ] && [[ ${comm} != "${name:0:15}"* ]]; then
     return 0
   fi
+  if [ -n "$comm" ] && [ -n "${marker:-}" ]; then
+    args=$(ps -o args= -p "$pid" 2>/dev/null || true)
+    [[ $args == *"$marker"* ]] || return 0
+  fi
   echo "$pid"
 }
 
-# Starts `cmd...` as service `svc` (program name `name`) in folder `dir`, in its own session
-# (Ctrl-C in this terminal or closing it does not reach it), output appended to the
-# service's log, and records its pid. Every step execs, so `$!` is the program's own pid.
+# Starts `cmd...` as service `svc` in folder `dir`, in its own session (Ctrl-C in this
+# terminal or closing it does not reach it), output appended to the service's log, and
+# records its pid with `ident` (the program name, optionally followed by an argument that
+# identifies it). Every step execs, so `$!` is the program's own pid.
 STARTED=()
 launch() {
-  local svc=$1 name=$2 dir=$3
+  local svc=$1 ident=$2 dir=$3
   shift 3
   local log detach=()
   log=$(log_file "$svc")
   mkdir -p "$dir"
-  printf '\n=== %s: starting %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >>"$log"
+  # The command line, without the values of *TOKEN= and *PASSWORD= (logs get shared).
+  printf '\n=== %s: starting %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "$(sed -E 's/((TOKEN|PASSWORD)=)[^ ]*/\1(hidden)/g' <<<"$*")" >>"$log"
   if command -v setsid >/dev/null 2>&1; then detach=(setsid); else detach=(nohup); fi
   (cd "$dir" && exec "${detach[@]}" "$@") >>"$log" 2>&1 </dev/null &
-  echo "$! $name" >"$(pid_file "$svc")"
+  echo "$! $ident" >"$(pid_file "$svc")"
   STARTED+=("$svc")
 }
 
@@ -175,31 +201,38 @@ answers_http() { [ "$(http_status "$1")" = "$2" ]; }
 
 # --- generated configs -----------------------------------------------------------------------
 
-write_influxd_config() {
-  local dir=$STACK_DIR/influxdb
+# One KRaft node, broker and controller at once, with the settings docker-compose.yml gives
+# the apache/kafka image (and services/testkit's Kafka), on loopback ports.
+write_kafka_config() {
+  local dir=$STACK_DIR/kafka
   mkdir -p "$dir"
-  cat >"$dir/influxdb.conf" <<EOF
+  cat >"$dir/server.properties" <<EOF
 # Generated by scripts/stack.sh; rewritten on every start.
-reporting-disabled = true
-bind-address = "127.0.0.1:$INFLUXDB_RPC_PORT"
-[meta]
-  dir = "$dir/meta"
-[data]
-  dir = "$dir/data"
-  wal-dir = "$dir/wal"
-  query-log-enabled = false
-[http]
-  bind-address = "127.0.0.1:$INFLUXDB_PORT"
-  log-enabled = false
-  max-body-size = 0
-[logging]
-  level = "info"
-[monitor]
-  store-enabled = false
-[continuous_queries]
-  enabled = false
-[subscriber]
-  enabled = false
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+# One node: internal topics cannot have more than one replica.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Topics are created on purpose (by \`up\`, as compose's kafka-init), never by a typo.
+auto.create.topics.enable=false
+EOF
+  cat >"$dir/log4j.properties" <<'EOF'
+# Generated by scripts/stack.sh: warnings and errors to stdout (the service's log).
+log4j.rootLogger=WARN, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka=WARN
+log4j.logger.org.apache.kafka=WARN
 EOF
 }
 
@@ -277,7 +310,7 @@ http_port = $GRAFANA_PORT
 admin_user = admin
 admin_password = ${GRAFANA_ADMIN_PASSWORD:-candlepipe-laptop-only}
 [auth.anonymous]
-enabled = true
+enabled = ${GRAFANA_ANONYMOUS_ENABLED:-true}
 org_role = Viewer
 [users]
 allow_sign_up = false
@@ -316,20 +349,23 @@ wanted_services() {
 # of them before anything is installed or built, and again for each right before it starts
 # (the build can take minutes, and something else may have taken a port meanwhile).
 check_ports() {
-  local svc port var taken=() example=
+  local svc var port taken=() example='' seen=" "
   for svc in "$@"; do
-    [ -z "$(running_pid "${svc%-rpc}")" ] || continue
-    case $svc in
-      influxd-rpc) port=$INFLUXDB_RPC_PORT var=INFLUXDB_RPC_PORT ;;
-      *) port=$(port_of "$svc") var=$(port_var_of "$svc") ;;
-    esac
-    if ! [[ $port =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
-      die "$var=$port is not a TCP port number"
-    fi
-    if port_in_use "$port"; then
-      taken+=("127.0.0.1:$port, wanted by ${svc/-rpc/ (RPC)} (set $var to move it)")
-      [ -n "$example" ] || example="$var=$((port + 1000))"
-    fi
+    [ -z "$(running_pid "$svc")" ] || continue
+    for var in $(port_vars_of "$svc"); do
+      port=${!var}
+      if ! [[ $port =~ ^[0-9]+$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+        die "$var=$port is not a TCP port number"
+      fi
+      if [[ $seen == *" $port "* ]]; then
+        die "port $port is given to two services ($var and another); move one"
+      fi
+      seen+="$port "
+      if port_in_use "$port"; then
+        taken+=("127.0.0.1:$port, wanted by $svc (set $var to move it)")
+        [ -n "$example" ] || example="$var=$((port + 1000))"
+      fi
+    done
   done
   if [ ${#taken[@]} -gt 0 ]; then
     printf 'stack.sh: refusing to start: these ports are taken:\n' >&2
@@ -341,13 +377,17 @@ check_ports() {
   fi
 }
 
+# The producer and consumer: the same debug build scripts/test.sh makes (same command, same
+# CARGO_INCREMENTAL), so after the tests nothing is built twice.
 binaries() {
   if [ -n "${STACK_BIN_DIR:-}" ]; then
     BIN_DIR=$STACK_BIN_DIR
   else
-    log "cargo build --release (producer, consumer)"
-    (cd "$REPO" && cargo build --release --locked -p producer -p consumer --bins)
-    BIN_DIR=${CARGO_TARGET_DIR:-$REPO/target}/release
+    log "cargo build --workspace --bins --locked (producer, consumer)"
+    (cd "$REPO" && CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}" cargo build --workspace --bins --locked)
+    local target=${CARGO_TARGET_DIR:-target}
+    case $target in /*) ;; *) target=$REPO/$target ;; esac
+    BIN_DIR=$target/debug
   fi
   local b
   for b in producer consumer; do
@@ -365,20 +405,121 @@ absolute() {
   esac
 }
 
-# The log is kept in SQLite, so it survives `down`/`up`. tansu reads `sqlite:///abs/path` as
-# relative to its working folder, hence a relative URL inside that folder.
-start_tansu() {
-  local dir=$STACK_DIR/tansu url="tcp://127.0.0.1:$KAFKA_PORT"
-  launch tansu tansu "$dir" env RUST_LOG="${TANSU_LOG:-warn}" "$(tansu_bin)" broker \
-    --listener-url "$url" --advertised-listener-url "$url" \
-    --storage-engine "sqlite://tansu.db"
-  wait_for tansu "Kafka listener on 127.0.0.1:$KAFKA_PORT" port_in_use "$KAFKA_PORT"
+# A Kafka tool (or the broker) on the jars ensure_kafka fetched: java -cp '<libs>/*' CLASS ...
+kafka_java() {
+  local class=$1
+  shift
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+    "-Dlog4j.configuration=file:$STACK_DIR/kafka/log4j.properties" \
+    -cp "$(kafka_libs)/*" "$class" "$@"
 }
 
-start_influxd() {
-  write_influxd_config
-  launch influxd influxd "$STACK_DIR/influxdb" influxd -config "$STACK_DIR/influxdb/influxdb.conf"
-  wait_for influxd "answer on /ping" answers_http "http://127.0.0.1:$INFLUXDB_PORT/ping" 204
+# Formats the storage once (when the data folder has no meta.properties yet), with a cluster
+# id generated then and kept in the state folder, as `kafka-storage.sh format` does.
+format_kafka() {
+  local dir=$STACK_DIR/kafka id
+  [ ! -f "$dir/data/meta.properties" ] || return 0
+  if [ -s "$dir/cluster.id" ]; then
+    id=$(cat "$dir/cluster.id")
+  else
+    # 16 random bytes, base64url without padding (kafka-storage.sh random-uuid).
+    id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+    echo "$id" >"$dir/cluster.id"
+  fi
+  log "formatting Kafka's storage (cluster id $id)"
+  printf '\n=== %s: formatting the storage\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$(log_file kafka)"
+  kafka_java kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
+    >>"$(log_file kafka)" 2>&1 ||
+    { log_tail kafka; die "formatting Kafka's storage in $dir/data failed"; }
+}
+
+start_kafka() {
+  local dir=$STACK_DIR/kafka heap
+  write_kafka_config
+  format_kafka
+  read -r -a heap <<<"$KAFKA_HEAP_OPTS"
+  launch kafka "java kafka.Kafka" "$dir" java "${heap[@]}" -Djava.awt.headless=true \
+    "-Dlog4j.configuration=file:$dir/log4j.properties" \
+    -cp "$(kafka_libs)/*" kafka.Kafka "$dir/server.properties"
+  wait_for kafka "Kafka listener on 127.0.0.1:$KAFKA_PORT" port_in_use "$KAFKA_PORT"
+}
+
+# kafka-topics.sh --create --if-not-exists: true once the broker created the topic or has it.
+create_topic() {
+  local topic=$1 partitions=$2
+  printf '\n=== %s: creating topic %s unless it exists (partitions: %s)\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$topic" "$partitions" >>"$(log_file kafka)"
+  kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+    --create --if-not-exists --topic "$topic" --partitions "$partitions" --replication-factor 1 \
+    >>"$(log_file kafka)" 2>&1
+}
+
+# What compose's one-shot kafka-init does on every `up`: the topics the consumers scale to.
+# An existing topic is left alone. The first creation also waits for the broker to serve.
+init_kafka_topics() {
+  [[ $KAFKA_PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "KAFKA_PARTITIONS=$KAFKA_PARTITIONS is not a partition count"
+  log "creating topics $KAFKA_TOPIC ($KAFKA_PARTITIONS partitions) and $KAFKA_DLQ_TOPIC unless they exist"
+  # `|| return`: callers test the result, which switches `set -e` off in here.
+  wait_for kafka "topic $KAFKA_TOPIC" create_topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS" || return 1
+  wait_for kafka "topic $KAFKA_DLQ_TOPIC" create_topic "$KAFKA_DLQ_TOPIC" 1
+}
+
+# A JSON string literal.
+json_string() {
+  local s=${1//\\/\\\\}
+  s=${s//\"/\\\"}
+  printf '"%s"' "$s"
+}
+
+# InfluxDB's first-start setup, as DOCKER_INFLUXDB_INIT_* does it in compose: user, org,
+# bucket `crypto` and the all-access token. Later starts skip it (InfluxDB says so), then
+# check that INFLUXDB_TOKEN still opens the bucket, so a changed token fails here rather than
+# in the consumer.
+setup_influxdb() {
+  local url=http://127.0.0.1:$INFLUXDB_PORT body status answer
+  local allowed='"allowed":[[:space:]]*true' bucket="\"name\":[[:space:]]*\"$INFLUXDB_BUCKET\""
+  answer=$(curl -s --max-time 10 "$url/api/v2/setup" || true)
+  if [[ $answer =~ $allowed ]]; then
+    log "setting InfluxDB up: org $INFLUXDB_ORG, bucket $INFLUXDB_BUCKET, user $INFLUXDB_ADMIN_USER"
+    body=$(printf '{"username":%s,"password":%s,"org":%s,"bucket":%s,"token":%s}' \
+      "$(json_string "$INFLUXDB_ADMIN_USER")" "$(json_string "$INFLUXDB_ADMIN_PASSWORD")" \
+      "$(json_string "$INFLUXDB_ORG")" "$(json_string "$INFLUXDB_BUCKET")" \
+      "$(json_string "$INFLUXDB_TOKEN")")
+    # The secrets go through stdin, not the command line (which `ps` shows everyone).
+    answer=$(printf '%s' "$body" | curl -s --max-time 30 -w '\n%{http_code}' \
+      -H 'Content-Type: application/json' --data-binary @- "$url/api/v2/setup" || true)
+    status=${answer##*$'\n'}
+    [ "$status" = 201 ] ||
+      die "InfluxDB's setup answered ${status:-nothing}: ${answer%$'\n'*} (INFLUXDB_ADMIN_PASSWORD needs 8 characters or more)"
+  fi
+  local header=${INFLUXDB_TOKEN//\\/\\\\}
+  header=${header//\"/\\\"}
+  answer=$(printf 'header = "Authorization: Token %s"\n' "$header" |
+    curl -s --max-time 10 -w '\n%{http_code}' -K - -G \
+      --data-urlencode "org=$INFLUXDB_ORG" --data-urlencode "name=$INFLUXDB_BUCKET" \
+      "$url/api/v2/buckets" || true)
+  status=${answer##*$'\n'}
+  case $status in
+    200)
+      [[ $answer =~ $bucket ]] ||
+        die "InfluxDB has no bucket $INFLUXDB_BUCKET in org $INFLUXDB_ORG (scripts/stack.sh down -v starts over)" ;;
+    401)
+      die "INFLUXDB_TOKEN is not the token InfluxDB in $STACK_DIR/influxdb2 was set up with: put the original back, or start over with scripts/stack.sh down -v" ;;
+    *)
+      die "InfluxDB answered ${status:-nothing} for bucket $INFLUXDB_BUCKET in org $INFLUXDB_ORG: ${answer%$'\n'*}" ;;
+  esac
+}
+
+start_influxdb() {
+  # Not .stack/influxdb: an older stack.sh kept InfluxDB 1.x's data there.
+  local dir=$STACK_DIR/influxdb2
+  # Its config lookup starts in the working folder and INFLUXD_CONFIG_PATH: both the state.
+  launch influxdb influxd "$dir" env INFLUXD_CONFIG_PATH="$dir" "$(influxd2_bin)" run \
+    "--bolt-path=$dir/influxd.bolt" "--engine-path=$dir/engine" \
+    "--sqlite-path=$dir/influxd.sqlite" "--http-bind-address=127.0.0.1:$INFLUXDB_PORT" \
+    --reporting-disabled
+  wait_for influxdb "answer on /health" answers_http "http://127.0.0.1:$INFLUXDB_PORT/health" 200 || return 1
+  setup_influxdb
 }
 
 start_prometheus() {
@@ -393,6 +534,8 @@ start_prometheus() {
 start_producer() {
   launch producer producer "$STACK_DIR" env \
     KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
+    KAFKA_TOPIC="$KAFKA_TOPIC" \
+    KAFKA_PARTITIONS="$KAFKA_PARTITIONS" \
     PRODUCER_HTTP_ADDR="127.0.0.1:$PRODUCER_PORT" \
     DATASET_DIR="$(absolute "${DATASET_DIR:-$REPO/dataset}")" \
     REPLAY_SPEED="${REPLAY_SPEED:-max}" \
@@ -404,9 +547,13 @@ start_producer() {
 start_consumer() {
   launch consumer consumer "$STACK_DIR" env \
     KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT" \
+    KAFKA_TOPIC="$KAFKA_TOPIC" \
+    KAFKA_DLQ_TOPIC="$KAFKA_DLQ_TOPIC" \
     INFLUX_URL="http://127.0.0.1:$INFLUXDB_PORT" \
-    INFLUX_API=v1 \
-    INFLUX_DB=crypto \
+    INFLUX_API=v2 \
+    INFLUX_ORG="$INFLUXDB_ORG" \
+    INFLUX_BUCKET="$INFLUXDB_BUCKET" \
+    INFLUX_TOKEN="$INFLUXDB_TOKEN" \
     CONSUMER_HTTP_ADDR="127.0.0.1:$CONSUMER_PORT" \
     "$BIN_DIR/consumer"
   wait_for consumer "readiness (Kafka and InfluxDB reachable) on /readyz" \
@@ -420,7 +567,8 @@ start_grafana() {
   write_grafana_config
   local args=(--homepath "$home" --config "$STACK_DIR/grafana/grafana.ini")
   if [ "$(basename "$bin")" = grafana ]; then args=(server "${args[@]}"); fi
-  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_TOKEN="${INFLUX_TOKEN:-}" "$bin" "${args[@]}"
+  # The InfluxDB datasource sends `Authorization: Token ${INFLUX_TOKEN}` (provisioning).
+  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_TOKEN="$INFLUXDB_TOKEN" "$bin" "${args[@]}"
   wait_for grafana "answer on /api/health" answers_http "http://127.0.0.1:$GRAFANA_PORT/api/health" 200
 }
 
@@ -428,8 +576,8 @@ print_urls() {
   cat <<EOF
 
 candlepipe runs (state, logs: $STACK_DIR):
-  Kafka (tansu)  127.0.0.1:$KAFKA_PORT          topic candles
-  InfluxDB 1.x   http://127.0.0.1:$INFLUXDB_PORT     database crypto (InfluxQL /query)
+  Kafka          127.0.0.1:$KAFKA_PORT          topics $KAFKA_TOPIC, $KAFKA_DLQ_TOPIC
+  InfluxDB 2     http://127.0.0.1:$INFLUXDB_PORT     org $INFLUXDB_ORG, bucket $INFLUXDB_BUCKET (user $INFLUXDB_ADMIN_USER, token \$INFLUXDB_TOKEN)
   Prometheus     http://127.0.0.1:$PROMETHEUS_PORT
   producer       http://127.0.0.1:$PRODUCER_PORT/metrics   /healthz /readyz /mode
   consumer       http://127.0.0.1:$CONSUMER_PORT/metrics   /healthz /readyz
@@ -446,26 +594,32 @@ cmd_up() {
   mkdir -p "$STACK_DIR"
   STACK_DIR=$(cd "$STACK_DIR" && pwd)
   command -v curl >/dev/null 2>&1 || die "curl is needed to check the services (apt-get install curl)"
+  local svc
+  for svc in "${LEGACY_SERVICES[@]}"; do
+    [ -z "$(running_pid "$svc")" ] ||
+      die "$svc, started by an older scripts/stack.sh, still runs: stop it with scripts/stack.sh down"
+  done
   # shellcheck disable=SC2046 # one word per service name
-  check_ports $(wanted_services) influxd-rpc
+  check_ports $(wanted_services)
 
   ensure_debian_packages
-  ensure_tansu
+  ensure_kafka
+  ensure_influxdb2
   export PATH="$HOME/.cargo/bin:$PATH"
   binaries
 
   # Whatever makes `up` fail from here on (a service that does not come up, Ctrl-C), stop
   # what this run started rather than leave half a stack behind.
   trap 'up_failed $?' EXIT
-  local svc
   for svc in $(wanted_services); do
     if [ -n "$(running_pid "$svc")" ]; then
       log "$svc already runs (pid $(running_pid "$svc"))"
-      continue
+    else
+      check_ports "$svc"
+      log "starting $svc on 127.0.0.1:$(port_of "$svc")"
+      "start_$svc" || exit 1
     fi
-    if [ "$svc" = influxd ]; then check_ports influxd influxd-rpc; else check_ports "$svc"; fi
-    log "starting $svc on 127.0.0.1:$(port_of "$svc")"
-    "start_$svc" || exit 1
+    if [ "$svc" = kafka ]; then init_kafka_topics || exit 1; fi
   done
   trap - EXIT
   print_urls
@@ -480,8 +634,8 @@ up_failed() {
 
 # --- down / status / logs -------------------------------------------------------------------
 
-# SIGTERM (graceful: the producer flushes, the consumer commits), then wait; SIGKILL what is
-# still there after STACK_STOP_TIMEOUT.
+# SIGTERM (graceful: the producer flushes, the consumer commits, Kafka shuts down cleanly),
+# then wait; SIGKILL what is still there after STACK_STOP_TIMEOUT.
 stop_services() {
   local svc pid pids=() names=()
   for svc in "$@"; do
@@ -523,12 +677,14 @@ cmd_down() {
     log "nothing runs ($STACK_DIR does not exist)"
     return
   fi
-  local reversed=() i
-  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do reversed+=("${SERVICES[$i]}"); done
-  stop_services "${reversed[@]}"
+  # The clients first, while Kafka and InfluxDB still take their last flush and commit.
+  stop_services "${CLIENTS[@]}"
+  stop_services "${SERVERS[@]}" "${LEGACY_SERVICES[@]}"
   if [ "$purge" = 1 ]; then
     log "deleting the stack's data and logs in $STACK_DIR"
-    rm -rf "$STACK_DIR"/{tansu,influxdb,prometheus,grafana} "$STACK_DIR"/*.log
+    rm -rf "$STACK_DIR"/{kafka,influxdb2,prometheus,grafana} "$STACK_DIR"/*.log
+    # What an older stack.sh stored (tansu's log, InfluxDB 1.x).
+    rm -rf "$STACK_DIR"/{tansu,influxdb}
   fi
   log "stopped"
 }
@@ -546,8 +702,8 @@ cmd_status() {
       continue
     fi
     case $svc in
-      tansu) if port_in_use "$port"; then health=listening; else health="not listening"; fi ;;
-      influxd) health="/ping $(http_status "http://127.0.0.1:$port/ping")" ;;
+      kafka) if port_in_use "$port"; then health=listening; else health="not listening"; fi ;;
+      influxdb) health="/health $(http_status "http://127.0.0.1:$port/health")" ;;
       prometheus) health="/-/ready $(http_status "http://127.0.0.1:$port/-/ready")" ;;
       producer | consumer) health="/readyz $(http_status "http://127.0.0.1:$port/readyz")" ;;
       grafana) health="/api/health $(http_status "http://127.0.0.1:$port/api/health")" ;;
@@ -566,6 +722,8 @@ cmd_logs() {
   local svcs=("$@") files=() svc
   [ ${#svcs[@]} -gt 0 ] || svcs=("${SERVICES[@]}")
   for svc in "${svcs[@]}"; do
+    [[ " ${SERVICES[*]} " == *" $svc "* ]] ||
+      die "logs: no service $svc (the services: ${SERVICES[*]})"
     [ -f "$(log_file "$svc")" ] && files+=("$(log_file "$svc")")
   done
   [ ${#files[@]} -gt 0 ] || die "no logs in $STACK_DIR"

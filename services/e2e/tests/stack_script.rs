@@ -1,16 +1,22 @@
 //! # scripts/stack.sh brings the whole pipeline up natively, and `down` leaves nothing behind
 //!
 //! The script is how people without Docker run candlepipe, so it is tested the way they use
-//! it: `up` starts tansu, influxd, Prometheus, the producer and the consumer (the real
-//! bundled `dataset/`, replayed fast), the candles must reach InfluxDB and Prometheus must
-//! scrape both services, then `down` must stop every process it started.
+//! it: `up` starts what docker-compose.yml runs (Apache Kafka in KRaft mode with the topics
+//! kafka-init creates, InfluxDB 2 set up with an org, the bucket `crypto` and a token,
+//! Prometheus, the producer and the consumer on the real bundled `dataset/`, replayed fast),
+//! the candles must reach InfluxDB and Prometheus must scrape both services, then `down` must
+//! stop every process it started. A second `up` on the same state must reuse it (Kafka's
+//! storage is formatted once, InfluxDB is set up once), and `down -v` must delete it.
 //!
 //! Every port is moved to a free one and the state folder is a temp dir (STACK_DIR), so the
 //! test never meets a developer's own stack. The binaries are the ones this test run built
-//! (STACK_BIN_DIR) rather than a second, release build. If the test fails half-way, dropping
+//! (STACK_BIN_DIR), so the script builds nothing. If the test fails half-way, dropping
 //! the [`NativeStack`] runs `down`.
 
-use candlepipe_testkit::{free_port, get, percent, wait_until, workspace_bin};
+use candlepipe_testkit::http_client::{encode_query, get, post_form};
+use candlepipe_testkit::{free_port, wait_until, workspace_bin};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -26,12 +32,19 @@ fn repo() -> PathBuf {
 }
 
 /// The services `up` starts here (no Grafana is installed in this environment).
-const SERVICES: [&str; 5] = ["tansu", "influxd", "prometheus", "producer", "consumer"];
+const SERVICES: [&str; 5] = ["kafka", "influxdb", "prometheus", "producer", "consumer"];
+
+/// The InfluxDB token this stack is set up with (not the default: it must pass through).
+const TOKEN: &str = "stack-script-test-token";
+
+/// Partitions of `candles` (not the default 6: `KAFKA_PARTITIONS` must pass through).
+const PARTITIONS: usize = 3;
 
 /// One stack on private ports and a private state folder.
 struct NativeStack {
     state: tempfile::TempDir,
     env: Vec<(&'static str, String)>,
+    kafka: u16,
     influxdb: u16,
     prometheus: u16,
 }
@@ -40,8 +53,8 @@ impl NativeStack {
     fn new(extra: &[(&'static str, String)]) -> NativeStack {
         let names = [
             "KAFKA_PORT",
+            "KAFKA_CONTROLLER_PORT",
             "INFLUXDB_PORT",
-            "INFLUXDB_RPC_PORT",
             "PROMETHEUS_PORT",
             "GRAFANA_PORT",
             "PRODUCER_PORT",
@@ -57,7 +70,9 @@ impl NativeStack {
             .copied()
             .zip(ports.iter().map(u16::to_string))
             .collect();
-        // Values in `extra` win over the free ports (the refusal test takes one on purpose).
+        env.push(("INFLUXDB_TOKEN", TOKEN.to_owned()));
+        env.push(("KAFKA_PARTITIONS", PARTITIONS.to_string()));
+        // Values in `extra` win (the refusal test takes a port on purpose).
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         env.extend(extra.iter().cloned());
         let port = |name: &str| -> u16 {
@@ -71,6 +86,7 @@ impl NativeStack {
                 .prefix("candlepipe-stack-")
                 .tempdir()
                 .unwrap(),
+            kafka: port("KAFKA_PORT"),
             influxdb: port("INFLUXDB_PORT"),
             prometheus: port("PROMETHEUS_PORT"),
             env,
@@ -109,17 +125,36 @@ impl NativeStack {
             .collect()
     }
 
-    /// Runs InfluxQL on the stack's influxd (v1 `/query`), database `crypto`.
+    /// Runs InfluxQL on the stack's InfluxDB 2 as Grafana's datasource does: `/query` with
+    /// `db=crypto` (the bucket's virtual DBRP mapping), the statement as a form, and
+    /// `Authorization: Token <token>`.
     fn influxql(&self, q: &str) -> Option<Value> {
         let url = format!(
-            "http://127.0.0.1:{}/query?db=crypto&q={}",
+            "http://127.0.0.1:{}/query?{}",
             self.influxdb,
-            percent(q)
+            encode_query(&[("db", "crypto"), ("epoch", "ms")])
         );
-        match get(&url) {
+        let auth = format!("Token {TOKEN}");
+        match post_form(&url, &[("q", q)], &[("Authorization", auth.as_str())]) {
             Some((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
+    }
+
+    /// Partition count of each topic the broker lists, from a metadata request.
+    fn topics(&self) -> Vec<(String, usize)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", format!("127.0.0.1:{}", self.kafka))
+            .set("log_level", "0")
+            .create()
+            .expect("a Kafka client");
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .expect("the stack's Kafka answers a metadata request");
+        md.topics()
+            .iter()
+            .map(|t| (t.name().to_owned(), t.partitions().len()))
+            .collect()
     }
 }
 
@@ -232,7 +267,16 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
         );
     }
 
-    // Data flows: dataset → producer → tansu → consumer → influxd, for every symbol.
+    // The topics compose's kafka-init creates, with KAFKA_PARTITIONS for `candles`.
+    let topics = stack.topics();
+    for (topic, partitions) in [("candles", PARTITIONS), ("candles.dlq", 1)] {
+        assert!(
+            topics.contains(&(topic.to_owned(), partitions)),
+            "`up` should create {topic} with {partitions} partition(s); the broker lists {topics:?}"
+        );
+    }
+
+    // Data flows: dataset → producer → Kafka → consumer → InfluxDB 2, for every symbol.
     let expected = dataset_symbols();
     wait_until(
         DATA_TIMEOUT,
@@ -287,6 +331,40 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
             &after
         )
     );
+
+    // A second `up` reuses the state: Kafka's storage is not formatted again and InfluxDB's
+    // setup is not repeated (either would fail), and the token still opens the bucket.
+    let again = stack.run(&["up"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        describe("stack.sh up on the state of a previous run", &again)
+    );
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !log.contains("formatting Kafka") && !log.contains("setting InfluxDB up"),
+        "the second `up` should reuse Kafka's storage and InfluxDB's setup:\n{log}"
+    );
+    assert_eq!(
+        symbols_with_candles(&stack),
+        expected,
+        "data lost across down/up"
+    );
+    let pids = stack.pids();
+    let down = stack.run(&["down", "-v"]);
+    assert!(
+        down.status.success(),
+        "{}",
+        describe("stack.sh down -v", &down)
+    );
+    let left: Vec<_> = pids.iter().filter(|(_, pid)| process_runs(*pid)).collect();
+    assert!(left.is_empty(), "still running after `down -v`: {left:?}");
+    for data in ["kafka", "influxdb2", "prometheus"] {
+        assert!(
+            !stack.state.path().join(data).exists(),
+            "`down -v` left {data}/ behind"
+        );
+    }
 }
 
 #[test]
