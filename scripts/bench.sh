@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark command (issue 7): builds the release binaries, generates the datasets with
 # `datagen`, runs the criterion benches and the end-to-end benchmark
-# (services/e2e/examples/pipeline_bench/: the release producer and consumer against real
-# tansu and influxd), and writes BENCHMARKS.md at the repo root: method, machine, numbers,
-# and the numbers against the issue's targets.
+# (services/e2e/examples/pipeline_bench/: the release producer and consumer against the real
+# servers compose runs, Apache Kafka in KRaft mode and InfluxDB 2 through its v2 API, at the
+# versions scripts/lib/versions.env pins), and writes BENCHMARKS.md at the repo root: method,
+# machine, numbers, and the numbers against the issue's targets.
 #
 #   scripts/bench.sh                 about 5-8 minutes on 2 idle cores, once the build is done
 #
@@ -33,7 +34,8 @@ BENCH_WIDE_PREFETCH_KIB=${BENCH_WIDE_PREFETCH_KIB:-16384}
 BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 
 ensure_debian_packages
-ensure_tansu
+ensure_kafka
+ensure_influxdb2
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Datasets, logs and the servers' temp dirs go here, removed at the end whatever happens.
@@ -101,8 +103,8 @@ end-to-end part $E2E_SECS s.
 **These numbers come from a shared 2-core machine**: other engineers were compiling and testing
 while they were taken. Each measurement lists the load average (1/5/15 min) before and after it
 and how busy the machine's CPUs were during it; read a number with a load above ~1 as a lower
-bound of what the code does on a quiet machine. The servers (tansu, influxd) share the same
-two cores with the process being measured.
+bound of what the code does on a quiet machine. The servers (Apache Kafka, InfluxDB 2) share
+the same two cores with the process being measured.
 
 ## Machine
 
@@ -113,8 +115,9 @@ two cores with the process being measured.
 | memory (\`free -h\`) | $mem_line |
 | kernel | $(uname -sr) |
 | rustc | $(rustc --version) |
-| tansu | $(tansu --version 2>&1 | head -1) (memory storage) |
-| influxd | $(influxd version 2>&1 | head -1) |
+| Apache Kafka | $CANDLEPIPE_KAFKA_VERSION (KRaft, single node, jars from Maven Central) |
+| Java (runs Kafka) | $(java -version 2>&1 | head -1) |
+| InfluxDB 2 | $("$(influxd2_bin)" version 2>&1 | head -1 | sed 's/ build_date:.*//') |
 | load average when the run started | $(loadavg) |
 
 ## Method
@@ -127,12 +130,15 @@ two cores with the process being measured.
   $BENCH_WIDE_MINUTES minutes, one single-row-group file per symbol.
 - **Criterion** (\`cargo bench -p consumer --bench hot_path\`, \`cargo bench -p producer --bench replay_reader\`):
   one core, in-process, no Kafka or HTTP; 10 samples each.
-- **Servers**: one tansu broker (\`memory://\`), topics of 6 partitions; a fresh influxd 1.6.7 for
-  each consumer run and each bulk write.
+- **Servers**: the ones compose runs, started by the test harness (\`services/testkit\`) as
+  child processes on loopback ports: one Apache Kafka $CANDLEPIPE_KAFKA_VERSION broker (KRaft, a
+  single node acting as broker and controller, 256 MiB heap, its log on local disk), topics of
+  6 partitions with one replica; a fresh InfluxDB $CANDLEPIPE_INFLUXDB2_VERSION for each consumer
+  run and each bulk write, each writing into a new bucket through the v2 API (org + token).
 - **Producer**: \`producer --mode replay --speed max --no-loop --no-rebase\`; wall time from spawn to
   exit 0 (every candle acknowledged); CPU and peak RSS from the kernel's rusage of the reaped child
   (\`wait4\`, what \`/usr/bin/time -v\` prints).
-- **Consumer**: \`consumer --influx-api v1 --max-batch 10000 --trigger 1s\`, once with
+- **Consumer**: \`consumer --influx-api v2 --max-batch 10000 --trigger 1s\`, once with
   \`--influx-gzip true\` and once \`false\`, on the full topic; its \`/metrics\` sampled every 25 ms;
   candles/s from the first point written to the last (\`candlepipe_influx_points_written_total\`,
   \`candlepipe_consumer_messages_total\`); CPU = utime+stime from \`/proc/<pid>/stat\`, peak RSS =
@@ -143,9 +149,9 @@ two cores with the process being measured.
   \`histogram_quantile\`.
 - **Ceiling** (same run, same machine): (a) a librdkafka \`BaseConsumer\` that only counts the main
   topic's messages; (b) the same candles' points, computed by the consumer library's \`Aggregator\`
-  with the same 10,000-candle batches, written with its \`InfluxSink\` in 10,000-point requests
-  (gzip off; 1 and 2 concurrent writers, the faster counts), converted to candles/s with the
-  consumer's measured points per candle. Ceiling = the smaller of (a) and (b).
+  with the same 10,000-candle batches, written with its \`InfluxSink\` through the v2 API in
+  10,000-point requests (gzip off; 1 and 2 concurrent writers, the faster counts), converted to
+  candles/s with the consumer's measured points per candle. Ceiling = the smaller of (a) and (b).
 - **Wide**: the producer at max speed on the wide dataset gives its RSS for ~1,000 files in one
   merge; the consumer's RSS with 1,000 symbols is measured on the full topic (the worst case:
   librdkafka's prefetch fills), on the full topic with the prefetch raised to

@@ -121,8 +121,9 @@ pub fn consumer_points(dataset: &Path) -> Vec<Point> {
     points
 }
 
-/// (b) Points written with the consumer's [`InfluxSink`] in [`BULK_REQUEST_POINTS`]-point
-/// requests, gzip off, by `writers` concurrent tasks, into a fresh database.
+/// (b) Points written with the consumer's [`InfluxSink`] through InfluxDB 2's v2 write API
+/// (as the consumer writes) in [`BULK_REQUEST_POINTS`]-point requests, gzip off, by `writers`
+/// concurrent tasks, into a fresh bucket.
 #[derive(Debug, Clone)]
 pub struct BulkWrite {
     pub writers: usize,
@@ -141,25 +142,28 @@ impl BulkWrite {
         candles: u64,
     ) -> BulkWrite {
         let db = unique("bench_bulk").replace('-', "_");
-        let cfg = ConsumerConfig::parse_from([
-            "consumer",
-            "--influx-api",
-            "v1",
-            "--influx-url",
-            &influx.url,
-            "--influx-db",
-            &db,
-            "--influx-batch-points",
-            &BULK_REQUEST_POINTS.to_string(),
-            "--influx-timeout",
-            "60s",
-            "--influx-gzip",
-            "false",
-            // One request in flight per writer task: `writers` is the whole concurrency.
-            "--influx-concurrency",
-            "1",
-        ])
-        .influx();
+        influx.create_db(&db);
+        let mut flags = vec![
+            "consumer".to_owned(),
+            "--influx-url".to_owned(),
+            influx.url.clone(),
+        ];
+        flags.extend(influx.consumer_args(&db));
+        flags.extend(
+            [
+                "--influx-batch-points",
+                &BULK_REQUEST_POINTS.to_string(),
+                "--influx-timeout",
+                "60s",
+                "--influx-gzip",
+                "false",
+                // One request in flight per writer task: `writers` is the whole concurrency.
+                "--influx-concurrency",
+                "1",
+            ]
+            .map(str::to_owned),
+        );
+        let cfg = ConsumerConfig::parse_from(flags).influx();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -168,7 +172,7 @@ impl BulkWrite {
         let (watch, secs, written) = runtime.block_on(async {
             let sink = InfluxSink::new(cfg, ConsumerMetrics::new()).expect("sink");
             let (_trigger, stop) = shutdown::channel();
-            sink.prepare(&stop).await.expect("create the database");
+            sink.prepare(&stop).await.expect("the bucket exists");
             let watch = Watch::start();
             let started = Instant::now();
             let share = points.len().div_ceil(writers);

@@ -1,5 +1,6 @@
 //! The consumer under measurement: the release `consumer` binary on one topic, writing into
-//! its own influxd, watched through its own `/metrics` as an operator would watch it.
+//! its own InfluxDB 2 bucket through the v2 write API, watched through its own `/metrics` as
+//! an operator would watch it.
 //!
 //! The consumer counts a message (`candlepipe_consumer_messages_total`) only after InfluxDB
 //! accepted its batch's points and the offsets were committed, while the sink counts points
@@ -29,7 +30,7 @@ pub struct ConsumerSetup {
     pub extra: Vec<String>,
 }
 
-/// The consumer binary running against one topic and one influxd.
+/// The consumer binary running against one topic and one InfluxDB 2 bucket.
 pub struct MeasuredConsumer {
     process: ServiceProcess,
     setup: ConsumerSetup,
@@ -104,8 +105,10 @@ impl ConsumerResult {
 }
 
 impl MeasuredConsumer {
-    /// Starts `consumer` on `topic` with a fresh group, dead-letter topic and database:
-    /// `--influx-api v1 --max-batch 10000 --trigger 1s` plus `setup`.
+    /// Starts `consumer` on `topic` with a fresh group, dead-letter topic and bucket (created
+    /// first: the consumer only checks that it exists): `--influx-api v2 --max-batch 10000
+    /// --trigger 1s` plus `setup`. The group has this one member, so the default
+    /// `--group-instance-id` (the hostname) is never shared within it.
     pub fn start(
         bins: &ReleaseBins,
         brokers: &str,
@@ -114,6 +117,7 @@ impl MeasuredConsumer {
         setup: ConsumerSetup,
     ) -> MeasuredConsumer {
         let db = unique("bench").replace('-', "_");
+        influx.create_db(&db);
         let mut args: Vec<String> = [
             "--brokers",
             brokers,
@@ -123,12 +127,8 @@ impl MeasuredConsumer {
             &unique("bench-group"),
             "--dlq-topic",
             &unique("bench-dlq"),
-            "--influx-api",
-            "v1",
             "--influx-url",
             &influx.url,
-            "--influx-db",
-            &db,
             "--max-batch",
             &MAX_BATCH.to_string(),
             "--trigger",
@@ -139,6 +139,7 @@ impl MeasuredConsumer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(influx.consumer_args(&db));
         args.extend(setup.extra.iter().cloned());
         let watch = Watch::start();
         let started = Instant::now();

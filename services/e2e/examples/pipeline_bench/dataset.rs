@@ -5,7 +5,7 @@ use candlepipe_model::shutdown;
 use candlepipe_producer::clock::SystemClock;
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
 use candlepipe_testkit::pipeline::create_topic;
-use candlepipe_testkit::{unique, Tansu};
+use candlepipe_testkit::{unique, Kafka};
 use std::path::Path;
 
 /// Partitions of every benchmark topic (the producer's default).
@@ -51,9 +51,9 @@ pub fn replay(source: &mut ReplaySource, mut each: impl FnMut(candlepipe_model::
         .expect("read the dataset");
 }
 
-/// A new topic with [`PARTITIONS`] partitions on `tansu`.
-pub fn fresh_topic(tansu: &Tansu, name: &str) -> String {
+/// A new topic with [`PARTITIONS`] partitions (one replica) on `kafka`.
+pub fn fresh_topic(kafka: &Kafka, name: &str) -> String {
     let topic = unique(name);
-    create_topic(&tansu.brokers, &topic, PARTITIONS);
+    create_topic(&kafka.brokers, &topic, PARTITIONS);
     topic
 }

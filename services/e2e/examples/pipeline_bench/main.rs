@@ -1,12 +1,13 @@
 //! # pipeline_bench: candlepipe end to end, measured on real servers
 //!
 //! The criterion benches measure the hot code on one core in isolation; this example
-//! measures what an operator sees: the release `producer` and `consumer` binaries against a
-//! real tansu broker and a real influxd, on generated datasets, and the ceiling those two
+//! measures what an operator sees: the release `producer` and `consumer` binaries against
+//! the servers compose runs, a real Apache Kafka broker (KRaft, one node) and a real
+//! InfluxDB 2 written through its v2 API, on generated datasets, and the ceiling those two
 //! servers allow on the same machine in the same run. It answers issue 7's questions, in
 //! the order it measures them:
 //!
-//! 1. producer candles/s at `--speed max` into tansu, with its peak RSS ([`producer_run`]);
+//! 1. producer candles/s at `--speed max` into Kafka, with its peak RSS ([`producer_run`]);
 //! 2. consumer candles/s from the first point written to the last, points per candle, CPU
 //!    per candle and peak RSS, with gzip on and off ([`consumer_run`]);
 //! 3. the ceiling: a librdkafka consumer that only counts, and bulk writes of the same
@@ -18,7 +19,12 @@
 //!
 //! Every measurement records the load average and how busy the CPUs were ([`machine`]): the
 //! machine is shared with other engineers' builds. Each consumer run and bulk write gets a
-//! fresh influxd so that compactions of an earlier run's data do not slow the next one.
+//! fresh InfluxDB 2 (and its own bucket) so that compactions of an earlier run's data do not
+//! slow the next one.
+//!
+//! Every consumer run has its own consumer group, and runs never overlap, so the consumers'
+//! default `--group-instance-id` (the hostname) never meets itself in one group: no static
+//! member is fenced.
 //!
 //! Run it through `scripts/bench.sh`, which builds the release binaries (this example in
 //! release too), generates both datasets with `datagen`, runs the criterion benches, and
@@ -46,7 +52,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use candlepipe_testkit::{Influxd, Tansu, TansuStorage};
+use candlepipe_testkit::{Influxd, Kafka};
 
 /// The consumer's micro-batch size cap (`--max-batch`), and the batch size the ceiling's
 /// bulk write aggregates with.
@@ -103,15 +109,15 @@ fn main() {
     let wide_set = DatasetFacts::read(&args.wide_dataset);
     println!("main dataset: {main_set:?}; wide dataset: {wide_set:?}");
 
-    let tansu = Tansu::start(TansuStorage::Memory);
+    let kafka = Kafka::start();
     let produce = |topic: &str, dataset: &PathBuf, speed: &str| {
-        let run = TimedProducer::run(&bins, &tansu.brokers, topic, dataset, speed, logs.path());
+        let run = TimedProducer::run(&bins, &kafka.brokers, topic, dataset, speed, logs.path());
         println!("producer --speed {speed} ({}): {run:?}", dataset.display());
         run
     };
     let consume = |topic: &str, candles: u64, setup: ConsumerSetup| {
         let influx = Influxd::start();
-        let run = MeasuredConsumer::start(&bins, &tansu.brokers, topic, &influx, setup);
+        let run = MeasuredConsumer::start(&bins, &kafka.brokers, topic, &influx, setup);
         let result = run.finish(&influx, candles);
         println!("consumer {}", result.summary());
         result
@@ -124,9 +130,9 @@ fn main() {
 
     // 1. the producer at max speed; 3a. the broker side of the ceiling on the same topic
     // (which also proves every candle arrived).
-    let max_topic = fresh_topic(&tansu, "bench-max");
+    let max_topic = fresh_topic(&kafka, "bench-max");
     let producer = produce(&max_topic, &args.dataset, "max");
-    let count = CountingReader::count(&tansu.brokers, &max_topic, main_set.candles);
+    let count = CountingReader::count(&kafka.brokers, &max_topic, main_set.candles);
     println!("count-only reader: {count:?}");
 
     // 2. the consumer on the full topic, gzip on and off.
@@ -159,10 +165,10 @@ fn main() {
     // 4. latency at a steady pace: the consumer joins first, then the paced producer runs.
     let paced = |dataset: &PathBuf, set: &DatasetFacts, label: &str| {
         let influx = Influxd::start();
-        let topic = fresh_topic(&tansu, "bench-paced");
+        let topic = fresh_topic(&kafka, "bench-paced");
         let run = MeasuredConsumer::start(
             &bins,
-            &tansu.brokers,
+            &kafka.brokers,
             &topic,
             &influx,
             setup(label, true, &[]),
@@ -186,7 +192,7 @@ fn main() {
 
     // 5. the wide dataset: ~1,000 files in one merge, then 1,000 symbols of state, on a full
     // topic (worst case: the prefetch fills), with a larger prefetch, and at a steady pace.
-    let wide_topic = fresh_topic(&tansu, "bench-wide");
+    let wide_topic = fresh_topic(&kafka, "bench-wide");
     let wide_producer = produce(&wide_topic, &args.wide_dataset, "max");
     let wide_backlog = consume(
         &wide_topic,

@@ -11,6 +11,17 @@ use crate::latency::LatencyRun;
 use crate::machine::Conditions;
 use crate::producer_run::TimedProducer;
 use crate::MAX_BATCH;
+use candlepipe_testkit::version;
+
+/// The broker, as the report names it: `Apache Kafka 3.9.1`.
+fn kafka_name() -> String {
+    format!("Apache Kafka {}", version("CANDLEPIPE_KAFKA_VERSION"))
+}
+
+/// The time-series server, as the report names it: `InfluxDB 2.7.12`.
+fn influx_name() -> String {
+    format!("InfluxDB {}", version("CANDLEPIPE_INFLUXDB2_VERSION"))
+}
 
 /// Everything measured, for the report.
 pub struct Measured {
@@ -122,12 +133,19 @@ impl Report {
         r.line("## End-to-end results (`services/e2e/examples/pipeline_bench`)\n");
         r.line(format!(
             "Main dataset: {} files, {} candles. Wide dataset: {} files (one row group each), {} \
-             candles. Topics of {PARTITIONS} partitions on one tansu broker (memory storage); \
-             every consumer run and bulk write has its own fresh influxd. Each row gives the load \
-             average (1/5/15 min) before → after the measurement and the share of the machine's \
-             CPUs that was busy during it (all processes: ours, the servers, other engineers' \
+             candles. Topics of {PARTITIONS} partitions (one replica) on one {} broker (KRaft, \
+             a single node acting as broker and controller, 256 MiB heap, its log on local \
+             disk); every consumer run and bulk write has its own fresh {} server, written \
+             through the v2 API into a bucket of its own. Each row gives the load average \
+             (1/5/15 min) before → after the measurement and the share of the machine's CPUs \
+             that was busy during it (all processes: ours, the servers, other engineers' \
              builds).\n",
-            m.main_set.files, m.main_set.candles, m.wide_set.files, m.wide_set.candles
+            m.main_set.files,
+            m.main_set.candles,
+            m.wide_set.files,
+            m.wide_set.candles,
+            kafka_name(),
+            influx_name()
         ));
         r.producers(m);
         r.consumers(m);
@@ -167,7 +185,10 @@ impl Report {
     }
 
     fn producers(&mut self, m: &Measured) {
-        self.line("### Producer: `--speed max --no-loop --no-rebase` into tansu\n");
+        self.line(format!(
+            "### Producer: `--speed max --no-loop --no-rebase` into {}\n",
+            kafka_name()
+        ));
         self.line(
             "| dataset | candles | spawn → exit 0 | candles/s | CPU user+sys | CPU µs/candle | peak RSS | load / CPU |",
         );
@@ -192,11 +213,12 @@ impl Report {
     }
 
     fn consumers(&mut self, m: &Measured) {
-        self.line(
-            "### Consumer: `--influx-api v1 --max-batch 10000 --trigger 1s`\n\n\
+        self.line(format!(
+            "### Consumer: `--influx-api v2 --max-batch 10000 --trigger 1s` into {}\n\n\
              The \"topic full\" runs start after the producer finished, so they measure the \
              consumer's capacity; a paced run's rate is the producer's pace.\n",
-        );
+            influx_name()
+        ));
         self.line(
             "| run | candles | first → last point | candles/s | points/candle | CPU | CPU µs/candle | share of a core | peak RSS | 1m points in InfluxDB | load / CPU |",
         );
@@ -281,7 +303,8 @@ impl Report {
         ));
         for b in &m.bulk {
             self.line(format!(
-                "| (b) bulk write, {} writer(s), {BULK_REQUEST_POINTS}-point requests, gzip off | {} points | {:.2} s | {} points/s | {} | {} |",
+                "| (b) bulk write to {} (v2 API), {} writer(s), {BULK_REQUEST_POINTS}-point requests, gzip off | {} points | {:.2} s | {} points/s | {} | {} |",
+                influx_name(),
                 b.writers,
                 b.points,
                 b.secs,
@@ -346,7 +369,7 @@ impl Report {
             self.line(format!(
                 "| consumer ≥ 80 % of the ceiling ({}) | {:.0} % ({} of {} candles/s) | {} | \
                  the ceiling is {}, measured with InfluxDB alone on the machine; here it \
-                 shares the two cores with the consumer ({:.0} % of one core) and tansu. The \
+                 shares the two cores with the consumer ({:.0} % of one core) and Kafka. The \
                  consumer keeps two write requests in flight and the next batch ready \
                  (more in flight measured no faster); against a bulk write with one request \
                  in flight ({} candles/s) it reaches {:.0} %. The machine was {:.0} % busy |",
