@@ -49,7 +49,7 @@ ensure_kafka() {
   command -v java >/dev/null || { log "Java 17+ is needed to run Kafka: apt-get install openjdk-17-jre-headless"; return 1; }
   log "fetching Apache Kafka $CANDLEPIPE_KAFKA_VERSION from Maven Central into $libs"
   rm -rf "$libs" && mkdir -p "$libs"
-  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$here/kafka/pom.xml" dependency:copy-dependencies \
     -Dkafka.version="$CANDLEPIPE_KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$libs"
   ls "$libs"/kafka_2.13-"$CANDLEPIPE_KAFKA_VERSION".jar >/dev/null
   touch "$libs/.complete"
