@@ -84,12 +84,6 @@ fn killing_the_leader_of_the_busy_partition_loses_and_duplicates_nothing() {
         consumer.assert_running();
         count_points(influx, &run.db, "candle", "close", "\"interval\" = '1m'") == candles.len()
     });
-    consumer.signal(libc::SIGTERM);
-    assert_eq!(
-        consumer.wait_exit(PIPELINE_TIMEOUT),
-        Some(0),
-        "{}",
-        consumer.log()
-    );
+    consumer.stop_cleanly();
     assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
 }

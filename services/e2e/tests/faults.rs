@@ -62,13 +62,7 @@ fn a_broker_restart_mid_stream_loses_nothing() {
         consumer.assert_running();
         ones(influx, &run.db) == candles.len()
     });
-    consumer.signal(libc::SIGTERM);
-    assert_eq!(
-        consumer.wait_exit(PIPELINE_TIMEOUT),
-        Some(0),
-        "{}",
-        consumer.log()
-    );
+    consumer.stop_cleanly();
     assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
 }
 
@@ -96,8 +90,7 @@ fn slow_influxdb_means_backpressure_bounded_memory_and_no_loss() {
         c.metric("candlepipe_influx_write_duration_seconds_sum") >= 2.0,
         "writes went through the slow proxy"
     );
-    c.signal(libc::SIGTERM);
-    assert_eq!(c.wait_exit(PIPELINE_TIMEOUT), Some(0), "{}", c.log());
+    c.stop_cleanly();
     assert!(
         peak_rss < 256 * 1024 * 1024,
         "consumer memory stays bounded under backpressure: peak {} MiB",
@@ -152,8 +145,7 @@ fn a_group_of_three_losing_a_member_gives_identical_content() {
         },
     );
     for m in survivors.iter_mut() {
-        m.signal(libc::SIGTERM);
-        assert_eq!(m.wait_exit(PIPELINE_TIMEOUT), Some(0), "{}", m.log());
+        m.stop_cleanly();
     }
     assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
 }

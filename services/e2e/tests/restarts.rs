@@ -75,13 +75,7 @@ fn five_sigkills_during_a_paced_replay_give_identical_content() {
         consumer.assert_running();
         ones() == candles.len() && run.committed() == candles.len() as i64
     });
-    consumer.signal(libc::SIGTERM);
-    assert_eq!(
-        consumer.wait_exit(PIPELINE_TIMEOUT),
-        Some(0),
-        "{}",
-        consumer.log()
-    );
+    consumer.stop_cleanly();
     assert_same_content(&expected, &snapshot(influx, &run.db), 1e-9);
     let secs: Vec<String> = first_writes
         .iter()

@@ -101,6 +101,17 @@ impl ServiceProcess {
         code
     }
 
+    /// Sends SIGTERM and asserts a clean exit (code 0) within [`PIPELINE_TIMEOUT`].
+    pub fn stop_cleanly(&mut self) {
+        self.signal(libc::SIGTERM);
+        assert_eq!(
+            self.wait_exit(PIPELINE_TIMEOUT),
+            Some(0),
+            "SIGTERM exits 0:\n{}",
+            self.log()
+        );
+    }
+
     /// Panics (with the log tail) if the process has exited.
     pub fn assert_running(&mut self) {
         self.server.assert_running();
@@ -382,13 +393,7 @@ impl ConsumerRun {
             c.assert_running();
             c.metric("candlepipe_consumer_messages_total") >= messages as f64
         });
-        c.signal(libc::SIGTERM);
-        assert_eq!(
-            c.wait_exit(PIPELINE_TIMEOUT),
-            Some(0),
-            "SIGTERM exits 0:\n{}",
-            c.log()
-        );
+        c.stop_cleanly();
         snapshot(influx, &self.db)
     }
 

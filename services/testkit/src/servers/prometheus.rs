@@ -55,14 +55,7 @@ impl Prometheus {
             self.url,
             encode_query(&[("query", promql)])
         );
-        let (status, body) =
-            get(&url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
-        assert!(
-            status < 300,
-            "prometheus answered {status} to {promql:?}: {body}"
-        );
-        let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
-        v["data"]["result"].clone()
+        self.result(&url, promql)
     }
 
     /// Runs a range query over the last `secs` seconds at `step` seconds; returns `data.result`.
@@ -81,8 +74,13 @@ impl Prometheus {
                 ("step", &step.to_string()),
             ])
         );
+        self.result(&url, promql)
+    }
+
+    /// `data.result` of a query API answer; panics unless Prometheus answered it.
+    fn result(&self, url: &str, promql: &str) -> serde_json::Value {
         let (status, body) =
-            get(&url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
+            get(url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
         assert!(
             status < 300,
             "prometheus answered {status} to {promql:?}: {body}"
