@@ -65,6 +65,11 @@ COPY --from=builder /out/producer /out/consumer /usr/local/bin/
 # the service user. To replay other files, mount a folder over /app/dataset (README).
 COPY dataset/ /app/dataset/
 ENV DATASET_DIR=/app/dataset
+# The replay cache: small-page copies the producer makes, once, of mounted parquet files whose
+# pages are too large to replay in its memory budget (dataset/README.md). /app/dataset is
+# read-only, so the copies go here; mount a volume on it to keep them across containers.
+RUN install -d -o candlepipe -g candlepipe /app/cache
+ENV REPLAY_CACHE_DIR=/app/cache
 WORKDIR /app
 USER candlepipe:candlepipe
 # producer: /metrics /healthz /readyz /mode on 9101; consumer: /metrics /healthz /readyz on 9102.

@@ -16,6 +16,11 @@
 #                                    this x 60 / symbols: 7500 for 40 symbols)
 #   BENCH_WIDE_PREFETCH_KIB=16384    the extra wide consumer run with librdkafka's prefetch
 #                                    raised to this (default 1024; 0 skips it)
+#   BENCH_KAGGLE_FILES=1000 BENCH_KAGGLE_ROWS=100000  Kaggle-layout dataset (one row group,
+#                                    1 MiB dictionary pages, as pyarrow writes) for the replay
+#                                    reader's peak RSS and rows/s without Kafka, the replay
+#                                    cache's one-time conversion included (0 files skips it;
+#                                    the default needs ~9 GB of temp disk and ~4 minutes)
 #   BENCH_OUT=BENCHMARKS.md          where the report goes
 #   SERVICE_LOG=info                 RUST_LOG of the producer and consumer under test
 set -euo pipefail
@@ -31,6 +36,8 @@ BENCH_WIDE_SYMBOLS=${BENCH_WIDE_SYMBOLS:-1000}
 BENCH_WIDE_MINUTES=${BENCH_WIDE_MINUTES:-200}
 BENCH_PACED_RATE=${BENCH_PACED_RATE:-5000}
 BENCH_WIDE_PREFETCH_KIB=${BENCH_WIDE_PREFETCH_KIB:-16384}
+BENCH_KAGGLE_FILES=${BENCH_KAGGLE_FILES:-1000}
+BENCH_KAGGLE_ROWS=${BENCH_KAGGLE_ROWS:-100000}
 BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 
 ensure_debian_packages
@@ -51,6 +58,7 @@ BIN_DIR="$TARGET_DIR/release"
 log "cargo build --release (binaries, the benchmark example, the criterion benches)"
 cargo build --release --workspace --bins --locked
 cargo build --release -p candlepipe-e2e --example pipeline_bench --locked
+cargo build --release -p producer --example replay_rss --locked
 if [ "$BENCH_CRITERION" = 1 ]; then
   # One package per command, exactly as they run below: building both in one command would
   # unify their dev-dependencies' features and compile everything a second time.
@@ -89,6 +97,36 @@ E2E_START=$SECONDS
   --bin-dir "$BIN_DIR" --paced-rate "$BENCH_PACED_RATE" \
   --wide-prefetch-kib "$BENCH_WIDE_PREFETCH_KIB" "${CRITERION_ARGS[@]}"
 E2E_SECS=$((SECONDS - E2E_START))
+
+# The replay reader on the Kaggle layout (services/producer/examples/replay_rss.rs): the
+# first run makes the replay cache's small-page copies, the second reuses them.
+if [ "$BENCH_KAGGLE_FILES" -gt 0 ]; then
+  log "Kaggle layout: $BENCH_KAGGLE_FILES files x $BENCH_KAGGLE_ROWS rows, one row group, 1 MiB pages"
+  "$BIN_DIR/datagen" --out "$WORK/kaggle" --pairs "" --synthetic "$BENCH_KAGGLE_FILES" \
+    --duration "${BENCH_KAGGLE_ROWS}m" --gap-rate 0 | tail -1
+  kaggle_mib=$(($(du -sb "$WORK/kaggle" | cut -f1) / 1048576))
+  kaggle_load=$(loadavg)
+  kaggle_first=$("$BIN_DIR/examples/replay_rss" --dataset "$WORK/kaggle" | grep '^REPLAY ')
+  kaggle_second=$("$BIN_DIR/examples/replay_rss" --dataset "$WORK/kaggle" | grep '^REPLAY ')
+  cache_bytes=$(du -sb "$WORK/kaggle/.candlepipe-cache" 2>/dev/null | cut -f1)
+  cache_mib=$((${cache_bytes:-0} / 1048576))
+  field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+  cat >"$WORK/kaggle.md" <<EOF
+
+## Replay reader on the Kaggle layout
+
+$BENCH_KAGGLE_FILES files × $BENCH_KAGGLE_ROWS rows ($kaggle_mib MiB), written by \`datagen\` as pyarrow
+writes the Kaggle files: one row group, dictionary encoding, 1 MiB pages. The release
+\`replay_rss\` example replays them in one merge at max speed without Kafka, as
+\`producer --speed max --no-loop --no-rebase\` does; peak RSS is the process's VmHWM. Load
+average before: $kaggle_load.
+
+| run | one-time conversion | replay rows/s | peak RSS |
+| --- | --- | --- | --- |
+| first start (makes the replay cache, $cache_mib MiB) | $(field "$kaggle_first" open_s) s for $(field "$kaggle_first" cache_converted) files | $(field "$kaggle_first" rows_per_s) | $(field "$kaggle_first" peak_rss_mib) MiB |
+| later starts (reuse it) | – ($(field "$kaggle_second" cache_reused) copies reused) | $(field "$kaggle_second" rows_per_s) | $(field "$kaggle_second" peak_rss_mib) MiB |
+EOF
+fi
 
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_line=$(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')
@@ -160,5 +198,6 @@ the same two cores with the process being measured.
 
 EOF
   cat "$WORK/report.md"
+  if [ -f "$WORK/kaggle.md" ]; then cat "$WORK/kaggle.md"; fi
 } >"$BENCH_OUT"
 log "wrote $BENCH_OUT ($((SECONDS - START)) s after the build)"

@@ -8,21 +8,17 @@
 //!   volatility clustering, intraday volume profile, gaps), deterministic per seed.
 //! * [`layout`]: writes candles as parquet in the Kaggle schema ([`FileLayout::KAGGLE`]) or
 //!   one of the variants the replay reader also accepts.
-//! * [`repack`]: rewrites real-world files (the Kaggle dataset) with small pages, so that
-//!   replaying ~1000 of them at once fits in a small memory budget.
 //!
-//! The `datagen` binary wraps [`write_dataset`] and [`repack_file`]; `dataset/README.md`
-//! has the command that produced the bundled files.
+//! The `datagen` binary wraps [`write_dataset`], and `candlepipe_model::repack` for
+//! `--repack-from`; `dataset/README.md` has the command that produced the bundled files.
 
 pub mod layout;
 pub mod market;
-pub mod repack;
 
 pub use layout::{
     write_klines, FileLayout, FloatWidth, TimeColumn, TradesType, WriteError, WriteOptions,
 };
 pub use market::{klines, Kline, KlineStream, MarketOptions, PairSpec};
-pub use repack::{repack_file, REPACK_PAGE_SIZE};
 
 use std::path::{Path, PathBuf};
 

@@ -9,9 +9,8 @@
 //! Every flag is also an environment variable (`DATAGEN_*`), like the services' flags.
 
 use anyhow::{bail, Context, Result};
-use candlepipe_datagen::{
-    repack_file, write_dataset, FileLayout, MarketOptions, PairSpec, WriteOptions, REPACK_PAGE_SIZE,
-};
+use candlepipe_datagen::{write_dataset, FileLayout, MarketOptions, PairSpec, WriteOptions};
+use candlepipe_model::repack::{repack_file, RepackOptions, REPACK_PAGE_SIZE};
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,12 +53,13 @@ struct Args {
     #[arg(long, env = "DATAGEN_PAGE_SIZE")]
     page_size: Option<usize>,
     /// Write plain-encoded columns (pyarrow dictionary-encodes, with up to 1 MiB
-    /// dictionary pages per column).
+    /// dictionary pages per column). Repacked copies are always plain-encoded.
     #[arg(long, env = "DATAGEN_NO_DICTIONARY")]
     no_dictionary: bool,
     /// Instead of generating: copy every *.parquet of this folder (e.g. the Kaggle
-    /// binance-full-history files) into --out with small plain pages, so that replaying
-    /// hundreds of them at once needs little memory (see dataset/README.md).
+    /// binance-full-history files) into --out with small plain pages. The producer makes
+    /// such copies by itself when it needs them (its replay cache, see dataset/README.md);
+    /// this makes a permanent copy, e.g. for a read-only image.
     #[arg(long, env = "DATAGEN_REPACK_FROM")]
     repack_from: Option<PathBuf>,
 }
@@ -135,9 +135,13 @@ fn repack(from: &Path, args: &Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let options = WriteOptions {
+    let options = RepackOptions {
         data_page_size: args.page_size.unwrap_or(REPACK_PAGE_SIZE).max(1024),
-        dictionary: false,
+        created_by: format!(
+            "candlepipe-datagen {} repack (parquet-rs)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        ..RepackOptions::default()
     };
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(from)
         .with_context(|| format!("reading {}", from.display()))?

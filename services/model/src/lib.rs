@@ -12,12 +12,18 @@
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
 //! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
 //! (glibc malloc settings that keep RSS near what is live).
+//!
+//! With the `parquet` feature, [`repack`] rewrites a parquet candle file with small pages:
+//! the producer's replay cache and `datagen --repack-from` share it (the consumer does not
+//! build parquet).
 
 pub mod alloc;
 pub mod candle;
 pub mod codec;
 pub mod http;
 pub mod kafka;
+#[cfg(feature = "parquet")]
+pub mod repack;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -42,7 +42,9 @@ pub struct ProducerConfig {
     #[arg(long, env = "KAFKA_DELIVERY_TIMEOUT", value_parser = parse_duration, default_value = "0s")]
     pub delivery_timeout: Duration,
 
-    /// Folder of `BASE-QUOTE.parquet` files (Kaggle binance-full-history schema).
+    /// Folder of `BASE-QUOTE.parquet` files (Kaggle binance-full-history schema) and/or
+    /// Binance public-data kline files as downloaded (`BTCUSDT-1m-2024-01.zip`, monthly or
+    /// daily, `.zip` or `.csv`; see dataset/README.md).
     #[arg(long, env = "DATASET_DIR", default_value = "dataset")]
     pub dataset: PathBuf,
 
@@ -85,11 +87,22 @@ pub struct ProducerConfig {
     #[arg(long, env = "REPLAY_SKIP_BAD_FILES")]
     pub skip_bad_files: bool,
 
+    /// Folder for small-page copies of dataset files whose pages are too large for
+    /// `--replay-page-budget` (made once, reused). Default: `<dataset>/.candlepipe-cache`.
+    #[arg(long, env = "REPLAY_CACHE_DIR")]
+    pub replay_cache: Option<PathBuf>,
+
+    /// Memory the open dataset files' decompressed pages may take together (e.g. 64MiB);
+    /// files that would not fit are read through a small-page copy in `--replay-cache`.
+    #[arg(long, env = "REPLAY_PAGE_BUDGET", value_parser = parse_bytes, default_value = "64MiB")]
+    pub replay_page_budget: u64,
+
     /// When switching back to replay at runtime: `resume` where it stopped, or `restart`.
     #[arg(long, env = "REPLAY_ON_SWITCH", value_enum, default_value = "resume")]
     pub replay_on_switch: ReplayOnSwitch,
 
-    /// Symbols to publish, comma separated. Replay: file stems (default all files).
+    /// Symbols to publish, comma separated. Replay: parquet file stems, or a kline file's
+    /// symbol as replayed (`BTC-USDT` for `BTCUSDT-1m-*.zip`) (default all files).
     /// Live: Yahoo tickers (default BTC-USD,ETH-USD,USDT-USD,BNB-USD,USDC-USD).
     #[arg(long, env = "SYMBOLS", value_delimiter = ',')]
     pub symbols: Option<Vec<String>>,
@@ -132,6 +145,29 @@ pub enum ReplayOnSwitch {
     Restart,
 }
 
+/// A size in bytes: a whole number with an optional unit `B`, `KiB`, `MiB` or `GiB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use B, KiB, MiB or GiB"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("invalid size {s:?}: want e.g. 64MiB"))
+}
+
 impl ProducerConfig {
     /// `--loop` unless `--no-loop` (or `REPLAY_LOOP=false`).
     pub fn looping(&self) -> bool {
@@ -166,5 +202,22 @@ mod tests {
         assert_eq!(d.http_addr.port(), 9101);
         let e = ProducerConfig::parse_from(["producer", "--loop=false"]);
         assert!(!e.looping());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("64MB").unwrap_err().contains("unknown unit"));
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999GiB").is_err());
+        let d = ProducerConfig::parse_from(["producer"]);
+        assert_eq!(
+            d.replay_page_budget,
+            crate::source::cache::DEFAULT_PAGE_BUDGET
+        );
+        assert_eq!(d.replay_cache, None);
     }
 }

@@ -1,7 +1,8 @@
 //! # producer
 //!
 //! Publishes 1m candles to Kafka, keyed by symbol. Two sources feed one Kafka sink:
-//! [`source::replay`] (Binance-format parquet history, k-way merged by time, paced) and
+//! [`source::replay`] (Binance history from parquet or kline CSV/ZIP files, k-way merged
+//! by time, paced) and
 //! [`source::live`] (Yahoo Finance chart API). [`mode`] runs one at a time and switches on
 //! `POST /mode` ([`admin`]); [`sink`] publishes and confirms every candle; [`metrics`] and
 //! [`progress`] tell the operator what is happening.

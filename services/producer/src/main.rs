@@ -52,9 +52,16 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         rebase: cfg.rebase(),
         backfill: cfg.backfill,
         skip_bad_files: cfg.skip_bad_files,
+        cache_dir: cfg.replay_cache.clone(),
+        page_budget: cfg.replay_page_budget,
     };
-    let replay = match ReplaySource::open(replay_opts) {
+    let replay = match ReplaySource::open_until(replay_opts, &shutdown) {
         Ok(r) => Some(r),
+        // A signal during the one-time cache fill: stop; the next start goes on.
+        Err(e) if shutdown.is_shutdown() => {
+            tracing::warn!("{e}");
+            return Ok(());
+        }
         Err(e) if cfg.mode == Mode::Live => {
             tracing::warn!("replay unavailable: {e}");
             None

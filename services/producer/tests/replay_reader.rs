@@ -18,6 +18,7 @@ use candlepipe_model::shutdown;
 use candlepipe_model::validate::validate;
 use candlepipe_model::{Candle, Source};
 use candlepipe_producer::clock::{Clock, VirtualClock};
+use candlepipe_producer::source::cache::{CacheError, DEFAULT_DIR_NAME};
 use candlepipe_producer::source::replay::{
     ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
 };
@@ -1165,7 +1166,7 @@ fn a_missing_or_empty_dataset_folder_is_a_clear_error() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("no *.parquet files"), "{err}");
+    assert!(err.contains("no *.parquet, *.csv or *.zip files"), "{err}");
     std::fs::write(dir.path().join("JUNK-X.parquet"), "x").unwrap();
     let opts = ReplayOptions {
         skip_bad_files: true,
@@ -1173,7 +1174,264 @@ fn a_missing_or_empty_dataset_folder_is_a_clear_error() {
     };
     let err = ReplaySource::open(opts).err().unwrap().to_string();
     assert!(
-        err.contains("every *.parquet file") && err.contains("1 skipped"),
+        err.contains("every *.parquet, *.csv and *.zip file") && err.contains("1 skipped"),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// the Kaggle layout: pages larger than the budget are replayed from the replay cache
+
+/// A page budget far below one Kaggle-layout file's pages (the default is 64 MiB).
+const SMALL_BUDGET: u64 = 256 * 1024;
+
+/// Writes a Kaggle-layout file as pyarrow does (one row group, dictionary encoding, 1 MiB
+/// pages: each column is one page holding every row) and returns the candles it must replay
+/// as.
+fn kaggle_file(dir: &Path, symbol: &str, offset_minutes: i64, minutes: u32) -> Vec<Candle> {
+    let market = MarketOptions {
+        start_ms: T0 + offset_minutes * MINUTE_MS,
+        ..market(minutes, 1.0 / 500.0)
+    };
+    let rows: Vec<Kline> = klines(&pair(symbol), &market).collect();
+    let path = dir.join(format!("{symbol}.parquet"));
+    write_klines(
+        &path,
+        &FileLayout::KAGGLE,
+        &WriteOptions::default(),
+        rows.clone(),
+    )
+    .unwrap();
+    rows.iter()
+        .map(|k| expected(symbol, k, &FileLayout::KAGGLE))
+        .collect()
+}
+
+/// Three overlapping Kaggle-layout files; all their candles in replay order.
+fn kaggle_folder(dir: &Path) -> Vec<Candle> {
+    let mut all = kaggle_file(dir, "BTC-USDT", 0, 20_000);
+    all.extend(kaggle_file(dir, "ETH-USDT", 5_000, 20_000));
+    all.extend(kaggle_file(dir, "SOL-USDT", 100, 15_000));
+    all.sort_by(|a, b| (a.open_time, &a.symbol).cmp(&(b.open_time, &b.symbol)));
+    all
+}
+
+/// The replay of `dir` with [`SMALL_BUDGET`], its cache in `cache` (default: the dataset's).
+fn small_budget(dir: &Path, cache: Option<&Path>) -> ReplayOptions {
+    ReplayOptions {
+        page_budget: SMALL_BUDGET,
+        cache_dir: cache.map(Path::to_owned),
+        ..plain(dir)
+    }
+}
+
+/// Per column chunk of the file's single row group: (data pages, largest data page,
+/// uncompressed bytes of all its pages, has a dictionary), from its footer and offset index.
+fn page_layout(path: &Path) -> Vec<(usize, i32, i64, bool)> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+    use parquet::file::metadata::PageIndexPolicy;
+    let meta = ArrowReaderMetadata::load(
+        &std::fs::File::open(path).unwrap(),
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required),
+    )
+    .unwrap();
+    let metadata = meta.metadata();
+    assert_eq!(metadata.num_row_groups(), 1, "{}", path.display());
+    let index = metadata.page_index().unwrap();
+    metadata
+        .row_group(0)
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(c, column)| {
+            let pages = index.page_locations(0, c).unwrap();
+            let largest = pages.iter().map(|p| p.compressed_page_size).max().unwrap();
+            let dictionary = column.dictionary_page_offset().is_some();
+            (pages.len(), largest, column.uncompressed_size(), dictionary)
+        })
+        .collect()
+}
+
+/// Inode and modification time of each file in `dir`, by name.
+fn snapshot(dir: &Path) -> HashMap<String, (u64, std::time::SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, (meta.ino(), meta.modified().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn pages_larger_than_the_budget_are_replayed_from_small_page_copies_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = kaggle_folder(dir.path());
+    // The layout under test: one row group, a dictionary and one data page per column,
+    // and each file's pages together larger than the whole budget.
+    for symbol in ["BTC-USDT", "ETH-USDT", "SOL-USDT"] {
+        let layout = page_layout(&dir.path().join(format!("{symbol}.parquet")));
+        assert!(layout
+            .iter()
+            .all(|(pages, _, _, dict)| *pages == 1 && *dict));
+        let bytes: i64 = layout.iter().map(|(_, _, bytes, _)| bytes).sum();
+        assert!(bytes > SMALL_BUDGET as i64, "{symbol}: {bytes} B of pages");
+    }
+    let cache = dir.path().join(DEFAULT_DIR_NAME);
+
+    // Within the default budget the three files are read directly; no cache is made.
+    let (direct, stats) = replay_all(plain(dir.path())).unwrap();
+    assert_eq!(stats.cache().direct(), 3);
+    assert_eq!(stats.cache().converted() + stats.cache().reused(), 0);
+    assert!(!cache.exists());
+    assert_f32_candles(&direct, &want, "read directly");
+
+    // With a small budget each file gets a small-page copy, made while opening.
+    let (source, logs) = capture_logs_at(tracing::Level::INFO, || {
+        ReplaySource::open(small_budget(dir.path(), None)).unwrap()
+    });
+    let mut source = source;
+    let stats = source.stats();
+    assert_eq!(
+        (
+            stats.cache().direct(),
+            stats.cache().converted(),
+            stats.cache().reused()
+        ),
+        (0, 3, 0)
+    );
+    assert!(logs.contains("3 of 3 files have pages too large"), "{logs}");
+    assert!(logs.contains("made 3 copies"), "{logs}");
+    let mut names: Vec<String> = snapshot(&cache).into_keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["BTC-USDT.parquet", "ETH-USDT.parquet", "SOL-USDT.parquet"]
+    );
+    for name in &names {
+        for (pages, largest, _, dict) in page_layout(&cache.join(name)) {
+            assert!(
+                pages > 1 && !dict,
+                "{name}: {pages} pages, dictionary {dict}"
+            );
+            assert!(largest <= 16 * 1024, "{name}: a page of {largest} B");
+        }
+    }
+
+    // The replay streams the copies: with the sources gone, every candle still comes out,
+    // exactly as read directly.
+    for name in &names {
+        std::fs::write(dir.path().join(name), b"overwritten").unwrap();
+    }
+    let (_trigger, stop) = shutdown::channel();
+    let mut cached = Vec::new();
+    let end = source
+        .run(&VirtualClock::new(NOW), &stop, &mut |c| {
+            cached.push(c);
+            true
+        })
+        .unwrap();
+    assert_eq!(end, ReplayEnd::Finished);
+    assert_candles(&cached, &direct, "from the copies");
+    assert_eq!(stats.bad_rows(), 0);
+}
+
+#[test]
+fn the_cache_is_reused_redone_when_a_source_changes_and_a_torn_copy_is_never_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let cache = dir.path().join("cache");
+    let mut want = kaggle_folder(&data);
+    let counts = |stats: &ReplayStats| {
+        let c = stats.cache();
+        (c.converted(), c.reused(), c.direct())
+    };
+
+    let (out, stats) = replay_all(small_budget(&data, Some(&cache))).unwrap();
+    assert_eq!(counts(&stats), (3, 0, 0));
+    assert_f32_candles(&out, &want, "first open");
+    assert!(
+        !data.join(DEFAULT_DIR_NAME).exists(),
+        "--replay-cache moves the cache"
+    );
+    let made = snapshot(&cache);
+
+    // Second open: every copy reused as it is.
+    let (again, stats) = replay_all(small_budget(&data, Some(&cache))).unwrap();
+    assert_eq!(counts(&stats), (0, 3, 0));
+    assert_eq!(snapshot(&cache), made, "no copy rewritten");
+    assert_candles(&again, &out, "second open");
+
+    // A source that changes gets a new copy; the others are kept.
+    std::fs::remove_file(data.join("ETH-USDT.parquet")).unwrap();
+    want.retain(|c| c.symbol != "ETH-USDT");
+    want.extend(kaggle_file(&data, "ETH-USDT", 7_000, 12_000));
+    want.sort_by(|a, b| (a.open_time, &a.symbol).cmp(&(b.open_time, &b.symbol)));
+    let (out, stats) = replay_all(small_budget(&data, Some(&cache))).unwrap();
+    assert_eq!(counts(&stats), (1, 2, 0));
+    assert_f32_candles(&out, &want, "after ETH changed");
+    let now = snapshot(&cache);
+    assert_ne!(now["ETH-USDT.parquet"], made["ETH-USDT.parquet"]);
+    assert_eq!(now["BTC-USDT.parquet"], made["BTC-USDT.parquet"]);
+
+    // A crash: SOL's copy torn at its final name, BTC's never renamed into place (only a
+    // half-written `.partial` left). Both are made again, the leftover is removed.
+    let sol = cache.join("SOL-USDT.parquet");
+    let bytes = std::fs::read(&sol).unwrap();
+    std::fs::write(&sol, &bytes[..bytes.len() / 2]).unwrap();
+    let btc = cache.join("BTC-USDT.parquet");
+    let half = std::fs::read(&btc).unwrap();
+    std::fs::remove_file(&btc).unwrap();
+    std::fs::write(
+        cache.join("BTC-USDT.parquet.partial"),
+        &half[..half.len() / 3],
+    )
+    .unwrap();
+    let (out, stats) = replay_all(small_budget(&data, Some(&cache))).unwrap();
+    assert_eq!(counts(&stats), (2, 1, 0));
+    assert_f32_candles(&out, &want, "after a crash");
+    let mut names: Vec<String> = snapshot(&cache).into_keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["BTC-USDT.parquet", "ETH-USDT.parquet", "SOL-USDT.parquet"]
+    );
+}
+
+#[test]
+fn a_stop_while_filling_the_cache_keeps_what_is_done_and_a_bad_cache_folder_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = kaggle_folder(dir.path());
+    let (trigger, stop) = shutdown::channel();
+    trigger.fire();
+    let err = ReplaySource::open_until(small_budget(dir.path(), None), &stop)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            ReplayError::Cache(CacheError::Interrupted { done: 0, total: 3 })
+        ),
+        "{err}"
+    );
+    let (out, stats) = replay_all(small_budget(dir.path(), None)).unwrap();
+    assert_eq!(stats.cache().converted(), 3);
+    assert_f32_candles(&out, &want, "after the stop");
+
+    // A cache folder that cannot be made (here: below a plain file) is an error naming it
+    // and the flag.
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let err = ReplaySource::open(small_budget(dir.path(), Some(&file.join("cache"))))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("not-a-folder/cache") && err.contains("--replay-cache"),
         "{err}"
     );
 }

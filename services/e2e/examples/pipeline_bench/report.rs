@@ -435,9 +435,9 @@ impl Report {
              {:.1} MiB ({} files of {} rows) | {} | mostly librdkafka's produce queue, which the \
              producer allows 200,000 messages (`queue.buffering.max.messages`): at max speed it \
              holds much of the dataset, and the 40-file run peaks at {:.1} MiB too. Each open \
-             file adds one decoded page per column: small here, but ~10 MB for files written \
-             with pyarrow's 1 MiB pages, which need `datagen --repack-from` first (see \
-             dataset/README.md) |",
+             file adds one decoded page per column: small here; files written with pyarrow's \
+             1 MiB pages (~10 MB each) are replayed from the replay cache's small-page copies \
+             (see dataset/README.md and the Kaggle-layout section below) |",
             mib(p.max_rss_kib),
             m.wide_set.files,
             m.wide_set.candles / m.wide_set.files.max(1) as u64,

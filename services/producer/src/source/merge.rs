@@ -6,27 +6,31 @@
 //! output order is fully determined by the data.
 //!
 //! Files are opened lazily: a file's reader is started only when the merge reaches the
-//! file's first timestamp (known from the parquet statistics; without statistics the file
-//! is opened at the start), and dropped as soon as the file is exhausted. So a dataset of
+//! file's first timestamp (known from the parquet statistics or a kline file's name; without
+//! statistics the file is opened at the start), and dropped as soon as the file is
+//! exhausted. A merge input is one symbol (`input.rs`): a parquet file, or a symbol's kline
+//! files read one after the other. So a dataset of
 //! pairs listed in different years only holds the files that overlap the current replay
 //! time, and each open file costs one [`FileCursor`]'s small buffers.
 
-use crate::source::parquet::{CandleFile, FileCursor, FileError, Window};
+use crate::source::input::{Input, InputCursor};
+use crate::source::parquet::{FileError, Window};
 use crate::source::replay::{ReplayError, ReplayStats};
 use candlepipe_model::Candle;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::path::PathBuf;
 
 /// An open file: its cursor and its head candle (the smallest not yet handed out).
 struct OpenFile {
-    cursor: FileCursor,
+    cursor: InputCursor,
     head: Option<Candle>,
 }
 
 /// Merges the dataset's files by time; one pass at a time (see [`Merge::rewind`]).
 pub struct Merge {
     /// The files, sorted by symbol: the index is the tie-break rank.
-    files: Vec<CandleFile>,
+    files: Vec<Input>,
     window: Window,
     skip_bad_files: bool,
     /// Files that failed while streaming (with `skip_bad_files`): never opened again.
@@ -44,8 +48,8 @@ pub struct Merge {
 
 impl Merge {
     /// A merge over `files` restricted to `window`. Call [`Merge::rewind`] before reading.
-    pub fn new(mut files: Vec<CandleFile>, window: Window, skip_bad_files: bool) -> Self {
-        files.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+    pub fn new(mut files: Vec<Input>, window: Window, skip_bad_files: bool) -> Self {
+        files.sort_by(|a, b| a.symbol().cmp(b.symbol()));
         raise_open_file_limit(files.len() as u64 + 64);
         let n = files.len();
         Merge {
@@ -61,7 +65,7 @@ impl Merge {
     }
 
     /// The files of the replay, in symbol order.
-    pub fn files(&self) -> &[CandleFile] {
+    pub fn files(&self) -> &[Input] {
         &self.files
     }
 
@@ -75,10 +79,10 @@ impl Merge {
         let mut queue: Vec<(i64, usize)> = Vec::with_capacity(self.files.len());
         for (i, f) in self.files.iter().enumerate() {
             let before_start =
-                matches!((f.last_ms, self.window.start), (Some(l), Some(s)) if l < s);
-            let after_end = matches!((f.first_ms, self.window.end), (Some(b), Some(e)) if b >= e);
+                matches!((f.last_ms(), self.window.start), (Some(l), Some(s)) if l < s);
+            let after_end = matches!((f.first_ms(), self.window.end), (Some(b), Some(e)) if b >= e);
             if self.broken[i] || before_start || after_end {
-                stats.note_rows_read(f.rows);
+                stats.note_rows_read(f.rows());
                 continue;
             }
             queue.push((self.due_at(i), i));
@@ -110,7 +114,7 @@ impl Merge {
     /// When file `i` must be open: its first timestamp (clamped to the window start), or
     /// at once when the file has no statistics.
     fn due_at(&self, i: usize) -> i64 {
-        match (self.files[i].first_ms, self.window.start) {
+        match (self.files[i].first_ms(), self.window.start) {
             (Some(first), Some(start)) => first.max(start),
             (Some(first), None) => first,
             (None, _) => i64::MIN,
@@ -132,8 +136,9 @@ impl Merge {
                     self.advance_file(f, stats)?;
                 }
                 Err(e) => {
-                    stats.note_rows_read(self.files[f].rows);
-                    self.fail(f, e, stats)?;
+                    stats.note_rows_read(self.files[f].rows());
+                    let path = self.files[f].path().to_owned();
+                    self.fail(f, path, e, stats)?;
                 }
             }
         }
@@ -157,8 +162,9 @@ impl Merge {
                 Ok(())
             }
             Err(e) => {
+                let path = open.cursor.path().to_owned();
                 self.close(f, stats);
-                self.fail(f, e, stats)
+                self.fail(f, path, e, stats)
             }
         }
     }
@@ -166,13 +172,19 @@ impl Merge {
     /// Drops file `f`'s reader; rows it did not read (window end, error) count as read.
     fn close(&mut self, f: usize, stats: &ReplayStats) {
         if let Some(open) = self.open[f].take() {
-            stats.note_rows_read(self.files[f].rows.saturating_sub(open.cursor.rows_read()));
+            stats.note_rows_read(self.files[f].rows().saturating_sub(open.cursor.rows_read()));
         }
     }
 
-    /// A file failed: skip it for good (logged, counted) or return the error.
-    fn fail(&mut self, f: usize, error: FileError, stats: &ReplayStats) -> Result<(), ReplayError> {
-        let path = self.files[f].path.clone();
+    /// Input `f` failed in its file `path`: skip the input for good (logged, counted) or
+    /// return the error.
+    fn fail(
+        &mut self,
+        f: usize,
+        path: PathBuf,
+        error: FileError,
+        stats: &ReplayStats,
+    ) -> Result<(), ReplayError> {
         if !self.skip_bad_files {
             return Err(ReplayError::File {
                 path,
@@ -230,6 +242,7 @@ fn raise_open_file_limit(wanted: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::parquet::CandleFile;
     use candlepipe_datagen::{
         klines, write_klines, FileLayout, MarketOptions, PairSpec, WriteOptions,
     };
@@ -238,7 +251,7 @@ mod tests {
     const T0: i64 = 1_614_556_800_000;
 
     /// Writes `minutes` of gap-free candles for `symbol` starting `offset` minutes after T0.
-    fn file(dir: &Path, symbol: &str, offset: i64, minutes: u32) -> CandleFile {
+    fn file(dir: &Path, symbol: &str, offset: i64, minutes: u32) -> Input {
         let path = dir.join(format!("{symbol}.parquet"));
         let market = MarketOptions {
             start_ms: T0 + offset * 60_000,
@@ -254,7 +267,7 @@ mod tests {
             klines(&spec, &market),
         )
         .unwrap();
-        CandleFile::inspect(&path).unwrap()
+        Input::Parquet(CandleFile::inspect(&path).unwrap())
     }
 
     fn open_files(m: &Merge) -> usize {
@@ -271,7 +284,7 @@ mod tests {
             file(dir.path(), "D-X", 5, 20), // overlaps the end of A, all of B, the start of C
         ];
         assert_eq!(
-            files[1].first_ms,
+            files[1].first_ms(),
             Some(T0 + 600_000),
             "statistics give the first time"
         );

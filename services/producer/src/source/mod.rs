@@ -1,12 +1,18 @@
 //! Where candles come from. Each source produces [`Candle`](candlepipe_model::Candle)s in
 //! order and hands them to the Kafka sink.
 //!
-//! * [`replay`]: the parquet dataset, played back in time order and paced. It is built
-//!   from `parquet` (one file, streamed), `merge` (all files, one time-ordered stream)
-//!   and `pacing` (when each candle is due and which timestamp it carries); only `replay`
-//!   is public.
+//! * [`replay`]: the dataset (parquet files and Binance kline CSV/ZIP files), played back
+//!   in time order and paced. It is built from `input` (the dataset folder's files, one
+//!   input per symbol), `parquet` (one file, streamed), `klines` (a symbol's Binance kline
+//!   files, streamed one after the other), `cache` (small-page copies of the files whose
+//!   pages are too large for the memory budget), `merge` (all files, one time-ordered
+//!   stream) and `pacing` (when each candle is due and which timestamp it carries); only
+//!   `replay` and `cache` (its counts and errors) are public.
 //! * [`live`]: the Yahoo Finance chart API.
 
+pub mod cache;
+pub(crate) mod input;
+pub(crate) mod klines;
 pub mod live;
 pub(crate) mod merge;
 pub(crate) mod pacing;

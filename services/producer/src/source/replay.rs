@@ -1,8 +1,10 @@
-//! The replay source: a folder of Binance-format parquet files, played back as one
-//! time-ordered stream of candles, paced like a live market.
+//! The replay source: a folder of Binance-format parquet files and/or Binance kline files
+//! (CSV or ZIP), played back as one time-ordered stream of candles, paced like a live
+//! market.
 //!
-//! [`ReplaySource::open`] lists `*.parquet` in the dataset folder (the symbol is the file
-//! stem), checks every file's schema up front and prepares the merge. [`ReplaySource::run`]
+//! [`ReplaySource::open`] lists the dataset folder (`input.rs`: the symbol is a parquet
+//! file's stem, or comes from a kline file's name), checks every file up front and prepares
+//! the merge. [`ReplaySource::run`]
 //! then blocks on a dedicated thread, pulling candles from the k-way merge (`merge.rs`)
 //! in `(open_time, symbol)` order, holding each back until the pacer (`pacing.rs`) says
 //! it is due, and handing it to `emit` (the Kafka sink's queue). `run` returns when the
@@ -14,10 +16,12 @@
 //! and kept in [`ReplayStats`] for the metrics endpoint.
 
 use crate::clock::Clock;
+use crate::source::cache::{self, CacheCounts, CacheError, CacheSettings};
+use crate::source::input::{self, Input, Listing};
 use crate::source::merge::Merge;
 use crate::source::pacing::Pacer;
-use crate::source::parquet::{CandleFile, Window};
-use candlepipe_model::shutdown::Shutdown;
+use crate::source::parquet::Window;
+use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::time::fmt_ms;
 use candlepipe_model::Candle;
 use std::path::PathBuf;
@@ -26,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+pub use crate::source::klines::{BadLine, KlineError};
 pub use crate::source::pacing::Speed;
 pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
 
@@ -35,9 +40,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Everything the replay is told by the command line (see DESIGN.md for the flags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
-    /// Folder holding `BASE-QUOTE.parquet` files (`--dataset`).
+    /// Folder holding `BASE-QUOTE.parquet` files and/or Binance kline files
+    /// (`BTCUSDT-1m-2024-01.zip`, `.csv`, monthly or daily; see `klines.rs`) (`--dataset`).
     pub dataset: PathBuf,
-    /// Only these symbols (file stems); `None` or empty = every file (`--symbols`).
+    /// Only these symbols (parquet file stems, kline files' mapped symbols); `None` or
+    /// empty = every file (`--symbols`).
     pub symbols: Option<Vec<String>>,
     /// First original open time replayed, Unix ms, inclusive (`--start`).
     pub start: Option<i64>,
@@ -53,6 +60,12 @@ pub struct ReplayOptions {
     pub backfill: Duration,
     /// Log, count and skip unreadable files instead of failing (`--skip-bad-files`).
     pub skip_bad_files: bool,
+    /// Where small-page copies of large-page files go (`--replay-cache`); `None` =
+    /// `<dataset>/.candlepipe-cache` (see `cache.rs`).
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes of decompressed pages all open files may hold together; files that would not
+    /// fit are read through a cached copy (`--replay-page-budget`).
+    pub page_budget: u64,
 }
 
 impl ReplayOptions {
@@ -68,6 +81,8 @@ impl ReplayOptions {
             rebase: true,
             backfill: Duration::from_secs(24 * 3600),
             skip_bad_files: false,
+            cache_dir: None,
+            page_budget: cache::DEFAULT_PAGE_BUDGET,
         }
     }
 }
@@ -80,16 +95,24 @@ pub enum ReplayError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no *.parquet files in dataset folder {}", .0.display())]
+    #[error("no *.parquet, *.csv or *.zip files in dataset folder {}", .0.display())]
     NoFiles(PathBuf),
-    #[error("symbols {missing:?} have no file in {} (expected e.g. {}/{}.parquet)", dir.display(), dir.display(), missing[0])]
+    #[error("symbols {missing:?} have no file in {} (expected e.g. {}/{}.parquet, or Binance kline files such as BTCUSDT-1m-2024-01.zip for BTC-USDT)", dir.display(), dir.display(), missing[0])]
     UnknownSymbols { dir: PathBuf, missing: Vec<String> },
+    #[error("symbol {symbol} is in both {} and Binance kline files ({} ...): keep one kind of file per symbol", parquet.display(), klines.display())]
+    MixedSymbol {
+        symbol: String,
+        parquet: PathBuf,
+        klines: PathBuf,
+    },
     #[error("--start {} is not before --end {}", fmt_ms(*start), fmt_ms(*end))]
     EmptyWindow { start: i64, end: i64 },
-    #[error("every *.parquet file in {} is unreadable ({skipped} skipped)", dir.display())]
+    #[error("every *.parquet, *.csv and *.zip file in {} is unreadable ({skipped} skipped)", dir.display())]
     NothingReadable { dir: PathBuf, skipped: u64 },
     #[error("{}: {source}", path.display())]
     File { path: PathBuf, source: FileError },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// Live counters of a replay, shared with the metrics endpoint.
@@ -103,6 +126,7 @@ pub struct ReplayStats {
     rows_read: AtomicU64,
     position_ms: AtomicI64,
     loops: AtomicU64,
+    cache: CacheCounts,
 }
 
 impl ReplayStats {
@@ -118,13 +142,18 @@ impl ReplayStats {
     pub fn bad_files(&self) -> u64 {
         self.bad_files.load(Ordering::Relaxed)
     }
-    /// Rows in the replayed files (from their footers).
+    /// Rows in the replayed files (from parquet footers; for kline files, the minutes
+    /// their names cover, as their rows are not counted before reading).
     pub fn total_rows(&self) -> u64 {
         self.total_rows.load(Ordering::Relaxed)
     }
     /// Original open time (Unix ms) of the last candle sent; 0 before the first.
     pub fn position_ms(&self) -> i64 {
         self.position_ms.load(Ordering::Relaxed)
+    }
+    /// What the replay cache did when the dataset was opened.
+    pub fn cache(&self) -> &CacheCounts {
+        &self.cache
     }
     /// Passes over the dataset completed.
     pub fn loops(&self) -> u64 {
@@ -186,67 +215,58 @@ pub struct ReplaySource {
 
 impl ReplaySource {
     /// Lists and checks the dataset. Every file's footer and schema is read now, so a bad
-    /// file fails here (or, with `skip_bad_files`, is logged, counted and left out).
+    /// file fails here (or, with `skip_bad_files`, is logged, counted and left out). Files
+    /// whose pages are too large for the budget get their cached small-page copy, made now
+    /// if missing (see `cache.rs`).
     pub fn open(opts: ReplayOptions) -> Result<Self, ReplayError> {
+        let (_never_fired, stop) = shutdown::channel();
+        Self::open_until(opts, &stop)
+    }
+
+    /// [`ReplaySource::open`], giving up (`ReplayError::Cache(Interrupted)`) between two
+    /// cache copies once `stop` fires; the copies made so far are kept for the next start.
+    pub fn open_until(opts: ReplayOptions, stop: &Shutdown) -> Result<Self, ReplayError> {
         if let (Some(start), Some(end)) = (opts.start, opts.end) {
             if start >= end {
                 return Err(ReplayError::EmptyWindow { start, end });
             }
         }
         let dir = &opts.dataset;
-        let dataset_err = |source| ReplayError::Dataset {
-            path: dir.clone(),
-            source,
-        };
-        let mut paths = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(dataset_err)? {
-            let path = entry.map_err(dataset_err)?.path();
-            if path.extension().is_some_and(|e| e == "parquet") {
-                paths.push(path);
-            }
-        }
-        paths.sort();
-        if paths.is_empty() {
-            return Err(ReplayError::NoFiles(dir.clone()));
-        }
-        if let Some(wanted) = opts.symbols.as_ref().filter(|s| !s.is_empty()) {
-            let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned());
-            let missing: Vec<String> = wanted
-                .iter()
-                .filter(|w| !paths.iter().any(|p| stem(p).as_deref() == Some(w.as_str())))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                return Err(ReplayError::UnknownSymbols {
-                    dir: dir.clone(),
-                    missing,
-                });
-            }
-            paths.retain(|p| stem(p).is_some_and(|s| wanted.contains(&s)));
-        }
-
         let stats = Arc::new(ReplayStats::default());
-        let mut files = Vec::with_capacity(paths.len());
-        for path in paths {
-            match CandleFile::inspect(&path) {
-                Ok(file) => files.push(file),
-                Err(source) if opts.skip_bad_files => {
-                    tracing::warn!(file = %path.display(), "skipping bad file {}: {source}", path.display());
-                    stats.note_bad_file();
-                }
-                Err(source) => return Err(ReplayError::File { path, source }),
+        let Listing {
+            parquet: mut files,
+            klines,
+        } = input::list(&opts, &stats)?;
+        let settings = CacheSettings {
+            dataset: dir,
+            dir: opts.cache_dir.as_deref(),
+            budget: opts.page_budget,
+        };
+        for (path, error) in cache::prepare(&mut files, &settings, &stats.cache, stop)? {
+            let cause =
+                std::error::Error::source(&error).map_or(error.to_string(), |e| e.to_string());
+            let source = FileError::Convert(cause);
+            if !opts.skip_bad_files {
+                return Err(ReplayError::File { path, source });
             }
+            tracing::warn!(file = %path.display(), "skipping bad file {}: {source}", path.display());
+            stats.note_bad_file();
         }
+        let files = Listing {
+            parquet: files,
+            klines,
+        }
+        .into_inputs();
         if files.is_empty() {
             return Err(ReplayError::NothingReadable {
                 dir: dir.clone(),
                 skipped: stats.bad_files(),
             });
         }
-        let total: u64 = files.iter().map(|f| f.rows).sum();
+        let total: u64 = files.iter().map(Input::rows).sum();
         stats.total_rows.store(total, Ordering::Relaxed);
-        let first = files.iter().filter_map(|f| f.first_ms).min();
-        let last = files.iter().filter_map(|f| f.last_ms).max();
+        let first = files.iter().filter_map(Input::first_ms).min();
+        let last = files.iter().filter_map(Input::last_ms).max();
         tracing::info!(
             dataset = %dir.display(),
             files = files.len(),
@@ -286,7 +306,7 @@ impl ReplaySource {
         self.merge
             .files()
             .iter()
-            .map(|f| f.symbol.clone())
+            .map(|f| f.symbol().to_owned())
             .collect()
     }
 
