@@ -7,76 +7,22 @@
 //! parquet path is checked against parquet's own row API in `replay_reader.rs`).
 
 use candlepipe_model::candle::MINUTE_MS;
-use candlepipe_model::shutdown;
 use candlepipe_model::time::{fmt_ms, parse_instant_ms};
 use candlepipe_model::{Candle, Source};
-use candlepipe_producer::clock::VirtualClock;
-use candlepipe_producer::source::replay::{
-    ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
-};
+use candlepipe_producer::source::replay::{ReplayError, ReplayOptions, ReplaySource};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 #[path = "common/binance.rs"]
 mod binance;
 use binance::{binance_line, write_kline_file, Digits, Unit};
 
-/// A wall-clock "now" for the virtual clock.
-const NOW: i64 = 1_760_000_000_000;
+#[path = "common/replay.rs"]
+mod common;
+use common::{assert_candles, capture_logs, plain, replay_all, NOW};
 
 // ---------------------------------------------------------------------------------------
 // helpers
-
-/// Options for an analysis-style run: as fast as possible, original timestamps, one pass.
-fn plain(dir: &Path) -> ReplayOptions {
-    ReplayOptions {
-        speed: Speed::Max,
-        looping: false,
-        rebase: false,
-        ..ReplayOptions::new(dir)
-    }
-}
-
-/// Replays to the end under a virtual clock; returns the candles and the stats.
-fn replay_all(opts: ReplayOptions) -> Result<(Vec<Candle>, Arc<ReplayStats>), ReplayError> {
-    let mut source = ReplaySource::open(opts)?;
-    let (_trigger, stop) = shutdown::channel();
-    let clock = VirtualClock::new(NOW);
-    let mut out = Vec::new();
-    let end = source.run(&clock, &stop, &mut |c| {
-        out.push(c);
-        true
-    })?;
-    assert_eq!(end, ReplayEnd::Finished);
-    Ok((out, source.stats()))
-}
-
-/// Captures the `warn`-level log lines written while `f` runs.
-fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (out, text)
-}
 
 fn at(instant: &str) -> i64 {
     parse_instant_ms(instant).unwrap()
@@ -85,18 +31,6 @@ fn at(instant: &str) -> i64 {
 /// A line of `c` as Binance writes it, in milliseconds.
 fn ms_line(c: &Candle) -> String {
     binance_line(c, Unit::Millis, Digits::Eight)
-}
-
-/// Asserts two candle sequences are equal, reporting the first difference compactly.
-#[track_caller]
-fn assert_candles(got: &[Candle], want: &[Candle], what: &str) {
-    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
-        panic!(
-            "{what}: candle {i} differs:\n got  {:?}\n want {:?}",
-            got[i], want[i]
-        );
-    }
-    assert_eq!(got.len(), want.len(), "{what}: candle count");
 }
 
 /// Asserts global `(open_time, symbol)` order, strictly (no repeats).

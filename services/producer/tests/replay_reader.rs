@@ -25,40 +25,18 @@ use candlepipe_producer::source::replay::{
 use parquet::arrow::ArrowWriter;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// 2021-03-01T00:00Z: where the generator starts by default.
 const T0: i64 = 1_614_556_800_000;
-/// A wall-clock "now" for the virtual clock, deliberately not minute aligned.
-const NOW: i64 = 1_732_250_000_123;
+
+#[path = "common/replay.rs"]
+mod common;
+use common::{assert_candles, capture_logs, capture_logs_at, plain, replay_all, NOW};
 
 // ---------------------------------------------------------------------------------------
 // helpers
-
-/// Options for an analysis-style run: as fast as possible, original timestamps, one pass.
-fn plain(dir: &Path) -> ReplayOptions {
-    ReplayOptions {
-        speed: Speed::Max,
-        looping: false,
-        rebase: false,
-        ..ReplayOptions::new(dir)
-    }
-}
-
-/// Replays to the end under a virtual clock; returns the candles and the stats.
-fn replay_all(opts: ReplayOptions) -> Result<(Vec<Candle>, Arc<ReplayStats>), ReplayError> {
-    let mut source = ReplaySource::open(opts)?;
-    let (_trigger, stop) = shutdown::channel();
-    let clock = VirtualClock::new(NOW);
-    let mut out = Vec::new();
-    let end = source.run(&clock, &stop, &mut |c| {
-        out.push(c);
-        true
-    })?;
-    assert_eq!(end, ReplayEnd::Finished);
-    Ok((out, source.stats()))
-}
 
 fn market(minutes: u32, gap_rate: f64) -> MarketOptions {
     MarketOptions {
@@ -208,18 +186,6 @@ fn ohlcv_file(dir: &Path, symbol: &str, minutes: &[i64], base: f64) -> Vec<Candl
     candles
 }
 
-/// Asserts two candle sequences are equal, reporting the first difference compactly.
-#[track_caller]
-fn assert_candles(got: &[Candle], want: &[Candle], what: &str) {
-    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
-        panic!(
-            "{what}: candle {i} differs:\n got  {:?}\n want {:?}",
-            got[i], want[i]
-        );
-    }
-    assert_eq!(got.len(), want.len(), "{what}: candle count");
-}
-
 /// Asserts global `(open_time, symbol)` order.
 fn assert_time_ordered(candles: &[Candle]) {
     for w in candles.windows(2) {
@@ -233,36 +199,6 @@ fn assert_time_ordered(candles: &[Candle]) {
             b.open_time
         );
     }
-}
-
-/// Captures the `warn`-level log lines written while `f` runs.
-fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
-    capture_logs_at(tracing::Level::WARN, f)
-}
-
-/// Captures the log lines at `level` and above written while `f` runs.
-fn capture_logs_at<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (out, text)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+//! Helpers both replay test files use (`replay_reader.rs` for parquet, `klines_reader.rs`
+//! for Binance kline files): running a replay to its end under a virtual clock, comparing
+//! candles, and capturing the log.
+
+use candlepipe_model::shutdown;
+use candlepipe_model::Candle;
+use candlepipe_producer::clock::VirtualClock;
+use candlepipe_producer::source::replay::{
+    ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
+};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A wall-clock "now" for the virtual clock, deliberately not minute aligned.
+pub const NOW: i64 = 1_732_250_000_123;
+
+/// Options for an analysis-style run: as fast as possible, original timestamps, one pass.
+pub fn plain(dir: &Path) -> ReplayOptions {
+    ReplayOptions {
+        speed: Speed::Max,
+        looping: false,
+        rebase: false,
+        ..ReplayOptions::new(dir)
+    }
+}
+
+/// Replays to the end under a virtual clock; returns the candles and the stats.
+pub fn replay_all(opts: ReplayOptions) -> Result<(Vec<Candle>, Arc<ReplayStats>), ReplayError> {
+    let mut source = ReplaySource::open(opts)?;
+    let (_trigger, stop) = shutdown::channel();
+    let clock = VirtualClock::new(NOW);
+    let mut out = Vec::new();
+    let end = source.run(&clock, &stop, &mut |c| {
+        out.push(c);
+        true
+    })?;
+    assert_eq!(end, ReplayEnd::Finished);
+    Ok((out, source.stats()))
+}
+
+/// Asserts two candle sequences are equal, reporting the first difference compactly.
+#[track_caller]
+pub fn assert_candles(got: &[Candle], want: &[Candle], what: &str) {
+    if let Some(i) = (0..got.len().min(want.len())).find(|&i| got[i] != want[i]) {
+        panic!(
+            "{what}: candle {i} differs:\n got  {:?}\n want {:?}",
+            got[i], want[i]
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{what}: candle count");
+}
+
+/// Captures the `warn`-level log lines written while `f` runs.
+pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    capture_logs_at(tracing::Level::WARN, f)
+}
+
+/// Captures the log lines at `level` and above written while `f` runs.
+pub fn capture_logs_at<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
