@@ -9,7 +9,7 @@
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::time::{fmt_ms, parse_instant_ms};
 use candlepipe_model::{Candle, Source};
-use candlepipe_producer::source::replay::{ReplayError, ReplayOptions, ReplaySource};
+use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -19,7 +19,9 @@ use binance::{binance_line, write_kline_file, Digits, Unit};
 
 #[path = "common/replay.rs"]
 mod common;
-use common::{assert_candles, capture_logs, plain, replay_all, NOW};
+use common::{
+    assert_bad_file_refused_then_skipped, assert_candles, capture_logs, plain, replay_all, NOW,
+};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -488,26 +490,7 @@ fn check_bad_file(name: &str, make: impl Fn(&Path), expected: &str) {
     );
     write_kline_file(dir.path(), "GOODUSDT-1m-2024-03-01.csv", &ms_line(&good));
     make(dir.path());
-    let err = ReplaySource::open(plain(dir.path()))
-        .err()
-        .unwrap_or_else(|| panic!("{name}: opened"));
-    let text = err.to_string();
-    assert!(matches!(err, ReplayError::File { .. }), "{name}: {text}");
-    assert!(
-        text.contains(name) && text.contains(expected),
-        "{name}: {text:?} should mention {expected:?}"
-    );
-    let opts = ReplayOptions {
-        skip_bad_files: true,
-        ..plain(dir.path())
-    };
-    let ((out, stats), logs) = capture_logs(|| replay_all(opts).unwrap());
-    assert_candles(&out, &[good], name);
-    assert_eq!(stats.bad_files(), 1, "{name}");
-    assert!(
-        logs.contains("skipping bad file") && logs.contains(name),
-        "{name}: {logs}"
-    );
+    assert_bad_file_refused_then_skipped(dir.path(), &[good], name, expected);
 }
 
 #[test]

@@ -33,7 +33,10 @@ const T0: i64 = 1_614_556_800_000;
 
 #[path = "common/replay.rs"]
 mod common;
-use common::{assert_candles, capture_logs, capture_logs_at, plain, replay_all, NOW};
+use common::{
+    assert_bad_file_refused_then_skipped, assert_candles, capture_logs, capture_logs_at, plain,
+    replay_all, NOW,
+};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -887,27 +890,7 @@ fn check_bad_file(name: &str, make: impl Fn(&Path), expected: &str) {
     let dir = tempfile::tempdir().unwrap();
     let good = ohlcv_file(dir.path(), "GOOD-X", &[0, 1, 2, 3], 100.0);
     make(dir.path());
-    let err = ReplaySource::open(plain(dir.path()))
-        .err()
-        .unwrap_or_else(|| panic!("{name}: opened"));
-    let text = err.to_string();
-    assert!(matches!(err, ReplayError::File { .. }), "{name}: {text}");
-    assert!(
-        text.contains(name) && text.contains(expected),
-        "{name}: {text:?} should mention {expected:?}"
-    );
-
-    let opts = ReplayOptions {
-        skip_bad_files: true,
-        ..plain(dir.path())
-    };
-    let ((out, stats), logs) = capture_logs(|| replay_all(opts).unwrap());
-    assert_candles(&out, &good, name);
-    assert_eq!(stats.bad_files(), 1, "{name}");
-    assert!(
-        logs.contains("skipping bad file") && logs.contains(name),
-        "{name}: {logs}"
-    );
+    assert_bad_file_refused_then_skipped(dir.path(), &good, name, expected);
 }
 
 #[test]

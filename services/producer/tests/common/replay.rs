@@ -79,3 +79,35 @@ pub fn capture_logs_at<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, S
     let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     (out, text)
 }
+
+/// A folder holding the good files whose candles are `good` plus one bad file called `name`:
+/// opening it without `--skip-bad-files` is an error naming the file and `expected`; with it,
+/// the bad file is skipped, counted and logged, and exactly `good` is replayed.
+#[track_caller]
+pub fn assert_bad_file_refused_then_skipped(
+    dir: &Path,
+    good: &[Candle],
+    name: &str,
+    expected: &str,
+) {
+    let err = ReplaySource::open(plain(dir))
+        .err()
+        .unwrap_or_else(|| panic!("{name}: opened"));
+    let text = err.to_string();
+    assert!(matches!(err, ReplayError::File { .. }), "{name}: {text}");
+    assert!(
+        text.contains(name) && text.contains(expected),
+        "{name}: {text:?} should mention {expected:?}"
+    );
+    let opts = ReplayOptions {
+        skip_bad_files: true,
+        ..plain(dir)
+    };
+    let ((out, stats), logs) = capture_logs(|| replay_all(opts).unwrap());
+    assert_candles(&out, good, name);
+    assert_eq!(stats.bad_files(), 1, "{name}");
+    assert!(
+        logs.contains("skipping bad file") && logs.contains(name),
+        "{name}: {logs}"
+    );
+}
