@@ -85,11 +85,6 @@ impl Kafka {
         kafka
     }
 
-    /// The ids of the nodes (1-based, as `node.id`).
-    pub fn node_ids(&self) -> Vec<i32> {
-        self.nodes.iter().map(|n| n.id).collect()
-    }
-
     /// Kills every node (SIGKILL); the logs stay on disk.
     pub fn stop(&mut self) {
         for node in &mut self.nodes {
@@ -116,13 +111,6 @@ impl Kafka {
         }
     }
 
-    /// Starts one killed node again, and waits until the cluster lists every node.
-    pub fn start_node(&mut self, id: i32) {
-        let i = self.nodes.iter().position(|n| n.id == id).expect("node id");
-        self.launch(i);
-        self.wait_brokers(self.nodes.len());
-    }
-
     /// The node leading `topic`'s `partition` now, from a metadata request.
     pub fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         let c: BaseConsumer = ClientConfig::new()
@@ -134,31 +122,6 @@ impl Kafka {
         let t = md.topics().iter().find(|t| t.name() == topic)?;
         let p = t.partitions().iter().find(|p| p.id() == partition)?;
         (p.leader() >= 0).then_some(p.leader())
-    }
-
-    /// The in-sync replicas of `topic`'s `partition`, from a metadata request.
-    pub fn in_sync(&self, topic: &str, partition: i32) -> Vec<i32> {
-        let Ok(c) = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .set("log_level", "0")
-            .create::<BaseConsumer>()
-        else {
-            return Vec::new();
-        };
-        let Ok(md) = c.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-            return Vec::new();
-        };
-        md.topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .and_then(|t| t.partitions().iter().find(|p| p.id() == partition))
-            .map(|p| p.isr().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// The node's broker log so far (for assertion messages).
-    pub fn log(&self, id: i32) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
     }
 
     fn node_mut(&mut self, id: i32) -> &mut Node {
