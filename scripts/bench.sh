@@ -7,6 +7,9 @@
 # machine, numbers, and the numbers against the issue's targets.
 #
 #   scripts/bench.sh                 about 5-8 minutes on 2 idle cores, once the build is done
+#   scripts/bench.sh peers           the peer benchmark instead (issue 17: Spark Structured
+#                                    Streaming, Telegraf, a seed-style Python consumer):
+#                                    scripts/peers/bench.sh, which writes its own section
 #
 # Settings (environment variables):
 #   BENCH_CRITERION=1                run the criterion benches (0 skips them)
@@ -25,6 +28,10 @@
 #   SERVICE_LOG=info                 RUST_LOG of the producer and consumer under test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = peers ]; then
+  shift
+  exec scripts/peers/bench.sh "$@"
+fi
 REPO=$(pwd)
 # shellcheck source=scripts/lib/install.sh
 source scripts/lib/install.sh
@@ -128,6 +135,11 @@ average before: $kaggle_load.
 EOF
 fi
 
+# The peer benchmark's section (scripts/bench.sh peers) is kept as it is: it has its own run.
+PEERS_SECTION="$WORK/peers-section.md"
+if [ -f "$BENCH_OUT" ]; then
+  sed -n '/^<!-- peers:begin/,/^<!-- peers:end -->/p' "$BENCH_OUT" >"$PEERS_SECTION"
+fi
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 mem_line=$(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')
 {
@@ -199,5 +211,9 @@ the same two cores with the process being measured.
 EOF
   cat "$WORK/report.md"
   if [ -f "$WORK/kaggle.md" ]; then cat "$WORK/kaggle.md"; fi
+  if [ -s "$PEERS_SECTION" ]; then
+    echo
+    cat "$PEERS_SECTION"
+  fi
 } >"$BENCH_OUT"
 log "wrote $BENCH_OUT ($((SECONDS - START)) s after the build)"

@@ -29,6 +29,11 @@
 //! Run it through `scripts/bench.sh`, which builds the release binaries (this example in
 //! release too), generates both datasets with `datagen`, runs the criterion benches, and
 //! wraps the markdown this example writes ([`report`]) into BENCHMARKS.md.
+//!
+//! `pipeline_bench peers …` is issue 17's peer benchmark instead ([`peers`]): candlepipe's
+//! consumer, Spark Structured Streaming, Telegraf and a seed-style Python consumer on one
+//! topic, run by `scripts/bench.sh peers`. `pipeline_bench reap …` is a helper it starts
+//! each peer under ([`reaper`]).
 
 mod ceiling;
 mod consumer_run;
@@ -36,7 +41,12 @@ mod criterion_results;
 mod dataset;
 mod latency;
 mod machine;
+mod peer_report;
+mod peer_run;
+mod peers;
+mod proc_tree;
 mod producer_run;
+mod reaper;
 mod report;
 
 use ceiling::{consumer_points, BulkWrite, CountingReader};
@@ -44,7 +54,7 @@ use clap::Parser;
 use consumer_run::{ConsumerSetup, MeasuredConsumer};
 use criterion_results::CriterionResults;
 use dataset::{fresh_topic, DatasetFacts};
-use latency::LatencyRun;
+use latency::paced_run;
 use machine::ReleaseBins;
 use producer_run::TimedProducer;
 use report::{Measured, Report};
@@ -95,9 +105,18 @@ struct Args {
 }
 
 fn main() {
+    // `reap` runs a peer under a subreaper (peer_run); `peers` is issue 17's peer benchmark.
+    let mode = std::env::args().nth(1);
+    if mode.as_deref() == Some("reap") {
+        reaper::main(reaper::ReapArgs::parse_from(std::env::args_os().skip(1)));
+    }
     if cfg!(debug_assertions) {
         eprintln!("build this example with --release: its ceiling measurements run library code");
         std::process::exit(2);
+    }
+    if mode.as_deref() == Some("peers") {
+        peers::main(peers::PeerArgs::parse_from(std::env::args_os().skip(1)));
+        return;
     }
     let args = Args::parse();
     let bins = ReleaseBins::locate(args.bin_dir.clone());
@@ -164,29 +183,15 @@ fn main() {
 
     // 4. latency at a steady pace: the consumer joins first, then the paced producer runs.
     let paced = |dataset: &PathBuf, set: &DatasetFacts, label: &str| {
-        let influx = Influxd::start();
-        let topic = fresh_topic(&kafka, "bench-paced");
-        let run = MeasuredConsumer::start(
+        paced_run(
             &bins,
-            &kafka.brokers,
-            &topic,
-            &influx,
-            setup(label, true, &[]),
-        );
-        run.wait_assigned();
-        let speed = (f64::from(args.paced_rate) * 60.0 / set.files as f64).to_string();
-        // The consumer is sampled while the producer runs, so that its first point is seen.
-        let (producer, consumer) = std::thread::scope(|scope| {
-            let producer = scope.spawn(|| produce(&topic, dataset, &speed));
-            let consumer = run.finish(&influx, set.candles);
-            (producer.join().expect("producer thread"), consumer)
-        });
-        let result = LatencyRun::from(producer, consumer);
-        println!(
-            "latency ({label}): p50 {:.3} s, p99 {:.3} s over {} candles",
-            result.p50_s, result.p99_s, result.observations
-        );
-        result
+            &kafka,
+            dataset,
+            set,
+            args.paced_rate,
+            logs.path(),
+            label,
+        )
     };
     let latency = paced(&args.dataset, &main_set, "main, paced, gzip on");
 

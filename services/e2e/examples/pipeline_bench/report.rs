@@ -14,12 +14,12 @@ use crate::MAX_BATCH;
 use candlepipe_testkit::version;
 
 /// The broker, as the report names it: `Apache Kafka 3.9.1`.
-fn kafka_name() -> String {
+pub fn kafka_name() -> String {
     format!("Apache Kafka {}", version("CANDLEPIPE_KAFKA_VERSION"))
 }
 
 /// The time-series server, as the report names it: `InfluxDB 2.7.12`.
-fn influx_name() -> String {
+pub fn influx_name() -> String {
     format!("InfluxDB {}", version("CANDLEPIPE_INFLUXDB2_VERSION"))
 }
 
@@ -97,17 +97,17 @@ pub struct Report {
 }
 
 /// KiB as MiB.
-fn mib(kib: u64) -> f64 {
+pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
 /// A rate in thousands, one decimal.
-fn kilo(rate: f64) -> String {
+pub fn kilo(rate: f64) -> String {
     format!("{:.1} k", rate / 1e3)
 }
 
 /// The targets table's verdict column.
-fn verdict(met: bool) -> &'static str {
+pub fn verdict(met: bool) -> &'static str {
     if met {
         "**met**"
     } else {
@@ -116,7 +116,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 /// Load before → after, and how busy the machine was.
-fn conditions(c: &Conditions) -> String {
+pub fn conditions(c: &Conditions) -> String {
     format!(
         "{} → {} ({:.0} % CPU busy)",
         c.load_before,
