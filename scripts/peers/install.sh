@@ -52,7 +52,7 @@ ensure_spark() {
     -Dspark.version="$CANDLEPIPE_PYSPARK_VERSION" -Dscala.binary="$CANDLEPIPE_SPARK_SCALA" \
     -DincludeScope=runtime -DoutputDirectory="$dir/jars" -Dmaven.repo.local="$dir/m2"
   rm -rf "$dir/m2"
-  ls "$dir/jars"/spark-sql-kafka-0-10_"$CANDLEPIPE_SPARK_SCALA"-"$CANDLEPIPE_PYSPARK_VERSION".jar >/dev/null
+  ls "$dir/jars/spark-sql-kafka-0-10_${CANDLEPIPE_SPARK_SCALA}-${CANDLEPIPE_PYSPARK_VERSION}.jar" >/dev/null
   "$dir/venv/bin/python" -c 'import pyspark; print("pyspark", pyspark.__version__)'
   echo "$((SECONDS - started)) $(cut -d' ' -f1-3 /proc/loadavg)" >"$dir/.install-seconds"
   touch "$dir/.complete"
@@ -82,7 +82,7 @@ ensure_telegraf() {
     [ -d "$mod" ] || { echo "go mod download found no source for telegraf v$CANDLEPIPE_TELEGRAF_VERSION" >&2; exit 1; }
     # Built in a copy, as its go.mod's replace directives make `go install pkg@version` refuse.
     cp -r "$mod" "$build/src" && chmod -R u+w "$build/src"
-    cd "$build/src"
+    cd "$build/src" || exit 1
     go build -tags "custom,inputs.kafka_consumer,parsers.json_v2,outputs.influxdb_v2" \
       -ldflags "-s -w -X github.com/influxdata/telegraf/internal.Version=$CANDLEPIPE_TELEGRAF_VERSION" \
       -o "$bin.partial" ./cmd/telegraf

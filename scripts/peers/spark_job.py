@@ -215,6 +215,7 @@ def main():
         # 200 by default: 200 state stores per micro-batch for 2 cores. One per core.
         .config("spark.sql.shuffle.partitions", env("SPARK_SHUFFLE_PARTITIONS", "2"))
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("WARN")
