@@ -41,6 +41,7 @@ mod criterion_results;
 mod dataset;
 mod latency;
 mod machine;
+mod peer_latency;
 mod peer_report;
 mod peer_run;
 mod peers;

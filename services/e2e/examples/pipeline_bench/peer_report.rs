@@ -6,6 +6,7 @@
 use crate::ceiling::{BulkWrite, CountingReader, BULK_REQUEST_POINTS};
 use crate::dataset::{DatasetFacts, PARTITIONS};
 use crate::latency::LatencyRun;
+use crate::peer_latency::PeerLatency;
 use crate::peer_run::PeerResult;
 use crate::producer_run::TimedProducer;
 use crate::report::{conditions, influx_name, kafka_name, kilo, mib, verdict};
@@ -19,8 +20,10 @@ pub struct PeerReport {
     pub results: Vec<PeerResult>,
     /// Bulk writes of candlepipe's points with 1 and 2 writers.
     pub bulk: Vec<BulkWrite>,
-    /// candlepipe at a steady pace.
+    /// candlepipe at a steady pace, from its own histogram.
     pub latency: LatencyRun,
+    /// Every peer (candlepipe first) at a steady pace, from the outside.
+    pub paced: Vec<PeerLatency>,
     pub paced_rate: u32,
 }
 
@@ -151,7 +154,10 @@ impl PeerReport {
             out.push(format!(
                 "**{} failed**: {}\n",
                 r.peer.name,
-                r.failure.as_deref().unwrap_or_default().replace('\n', " ⏎ ")
+                r.failure
+                    .as_deref()
+                    .unwrap_or_default()
+                    .replace('\n', " ⏎ ")
             ));
         }
         self.latency_section(&mut out);
@@ -165,26 +171,56 @@ impl PeerReport {
             "### End-to-end latency at a steady {} candles/s\n",
             self.paced_rate
         ));
-        out.push("| peer | achieved candles/s | p50 | p99 | load / CPU |".to_owned());
-        out.push("| --- | ---: | ---: | ---: | --- |".to_owned());
+        out.push(
+            "| peer | measured by | achieved candles/s | p50 | p99 | candles | load / CPU |"
+                .to_owned(),
+        );
+        out.push("| --- | --- | ---: | ---: | ---: | ---: | --- |".to_owned());
         out.push(format!(
-            "| candlepipe | {} | {:.0} ms | {:.0} ms | {} |",
+            "| candlepipe | its own histogram | {} | {:.0} ms | {:.0} ms | {} | {} |",
             kilo(l.producer.rate(self.set.candles)),
             l.p50_s * 1e3,
             l.p99_s * 1e3,
+            l.observations,
             conditions(&l.consumer.conditions)
         ));
-        for r in self.results.iter().skip(1) {
-            out.push(format!("| {} | not measured | – | – | – |", r.peer.name));
+        for p in &self.paced {
+            let failed = p
+                .failure
+                .as_ref()
+                .map_or(String::new(), |_| " (failed)".into());
+            out.push(format!(
+                "| {} | from the outside (polls every {:.0} ms) | {} | {:.0} ms{failed} | {:.0} ms{failed} | {} | {} |",
+                p.name,
+                p.poll_median_s * 1e3,
+                kilo(p.achieved),
+                p.p50_s * 1e3,
+                p.p99_s * 1e3,
+                p.observations,
+                conditions(&p.conditions)
+            ));
         }
-        out.push(
-            "\ncandlepipe's from its own `candlepipe_end_to_end_latency_seconds` (the producer's \
-             `produced_at` to InfluxDB accepting the candle's batch) at its default 1 s trigger, \
-             the consumer joined first and the producer paced. The peers have no per-candle \
-             latency measurement: none of them records when it wrote a given candle, and \
-             timing them from the outside was not built.\n"
-                .to_owned(),
-        );
+        out.push(format!(
+            "\ncandlepipe's own: `candlepipe_end_to_end_latency_seconds` (the producer's \
+             `produced_at` to InfluxDB accepting the candle's batch), buckets interpolated like \
+             PromQL. From the outside, for every peer alike: the peer starts on an empty topic \
+             and writes one warm-up candle first (JVM start excluded); then the producer replays \
+             at `--speed` = {} × 60 ÷ symbols while InfluxDB's count of 1m candles is polled; \
+             the k-th candle visible is matched with the k-th `produced_at` sent. A poll sees a \
+             candle some time after it was written, so these are upper bounds by up to one poll \
+             interval, and the count queries themselves load InfluxDB a little.\n",
+            self.paced_rate
+        ));
+        for p in self.paced.iter().filter(|p| p.failure.is_some()) {
+            out.push(format!(
+                "**{} (paced) failed**: {}\n",
+                p.name,
+                p.failure
+                    .as_deref()
+                    .unwrap_or_default()
+                    .replace('\n', " ⏎ ")
+            ));
+        }
     }
 
     fn targets(&self, out: &mut Vec<String>, ceiling: f64) {

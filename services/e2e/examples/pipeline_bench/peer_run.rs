@@ -82,7 +82,7 @@ pub struct Target<'a> {
 
 impl Target<'_> {
     /// The `PEER_*` environment every peer is configured by.
-    fn env(&self) -> Vec<(String, String)> {
+    pub fn env(&self) -> Vec<(String, String)> {
         [
             ("PEER_BROKERS", self.brokers),
             ("PEER_TOPIC", self.topic),
@@ -161,13 +161,13 @@ impl PeerResult {
 }
 
 /// `storage_writer_ok_points_sum`: points InfluxDB's storage engine accepted so far.
-fn points_accepted(influx: &Influxd) -> Option<u64> {
+pub fn points_accepted(influx: &Influxd) -> Option<u64> {
     let (status, text) = get(&format!("{}/metrics", influx.url))?;
     (status == 200).then(|| metric_sum(&text, "storage_writer_ok_points_sum") as u64)
 }
 
 /// `candle` points of one interval in `bucket`.
-fn candle_points(influx: &Influxd, bucket: &str, interval: &str) -> usize {
+pub fn candle_points(influx: &Influxd, bucket: &str, interval: &str) -> usize {
     count_points(
         influx,
         bucket,
@@ -178,14 +178,14 @@ fn candle_points(influx: &Influxd, bucket: &str, interval: &str) -> usize {
 }
 
 /// The peer running under the reaper.
-struct Running {
-    child: Child,
+pub struct Running {
+    pub child: Child,
     usage_file: PathBuf,
     log: PathBuf,
 }
 
 impl Running {
-    fn start(peer: &Peer, target: &Target, logs: &Path) -> Running {
+    pub fn start(peer: &Peer, target: &Target, logs: &Path) -> Running {
         let slug: String = peer
             .name
             .chars()
@@ -223,14 +223,14 @@ impl Running {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     /// SIGTERM, then the reaper's usage file once the whole tree exited.
-    fn stop(mut self) -> (Option<TreeUsage>, Option<String>) {
+    pub fn stop(mut self) -> (Option<TreeUsage>, Option<String>) {
         // SAFETY: kill(2) on our own child, the reaper, which forwards it.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let started = Instant::now();
@@ -238,7 +238,10 @@ impl Running {
             if started.elapsed() > STOP_TIMEOUT {
                 self.child.kill().ok();
                 self.child.wait().ok();
-                return (None, Some(format!("did not exit {STOP_TIMEOUT:?} after SIGTERM")));
+                return (
+                    None,
+                    Some(format!("did not exit {STOP_TIMEOUT:?} after SIGTERM")),
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -316,12 +319,8 @@ pub fn measure(peer: &Peer, target: &Target, candles: u64, logs: &Path) -> PeerR
         first.unwrap_or((changed_at, points, f64::NAN));
     let by_interval = ["1m", "5m", "15m", "1h"].map(|i| candle_points(influx, target.bucket, i));
     let failure = failure.or(stop_problem).or_else(|| {
-        (by_interval[0] as u64 != candles).then(|| {
-            format!(
-                "InfluxDB holds {} 1m candles of {candles}",
-                by_interval[0]
-            )
-        })
+        (by_interval[0] as u64 != candles)
+            .then(|| format!("InfluxDB holds {} 1m candles of {candles}", by_interval[0]))
     });
     PeerResult {
         peer: peer.clone(),

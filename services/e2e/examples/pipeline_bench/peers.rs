@@ -9,8 +9,8 @@
 //!    them), each from the beginning of that same topic into a fresh InfluxDB 2 and bucket,
 //!    measured alike from the outside ([`crate::peer_run`]).
 //! 3. The InfluxDB side of the ceiling: a bulk write of the points candlepipe writes.
-//! 4. candlepipe's end-to-end latency at a steady pace (its own histogram); the peers have
-//!    no such measurement (see [`crate::peer_report`]).
+//! 4. End-to-end latency at a steady pace: candlepipe's own histogram, and every peer's
+//!    (candlepipe's too, as a cross-check) from the outside ([`crate::peer_latency`]).
 //!
 //! The markdown goes to `--report`; `scripts/peers/bench.sh` puts it into BENCHMARKS.md.
 
@@ -18,6 +18,7 @@ use crate::ceiling::{consumer_points, BulkWrite, CountingReader};
 use crate::dataset::{fresh_topic, DatasetFacts};
 use crate::latency::paced_run;
 use crate::machine::ReleaseBins;
+use crate::peer_latency::measure_paced;
 use crate::peer_report::PeerReport;
 use crate::peer_run::{measure, Peer, PeerResult, Target};
 use crate::producer_run::TimedProducer;
@@ -56,8 +57,8 @@ pub struct PeerArgs {
 
 /// What candlepipe's consumer computes, for the report.
 const CANDLEPIPE_COMPUTES: &str = "1m candles, 5m/15m/1h rollups with vwap and the optional \
-    sums, 12 indicators per 1m candle; validation with a dead-letter topic; offsets committed \
-    after InfluxDB accepted the batch";
+    sums, 12 indicators over the closes of every interval (1m, 5m, 15m, 1h); validation with a \
+    dead-letter topic; offsets committed after InfluxDB accepted the batch";
 
 /// candlepipe's consumer with its defaults, pointed at `target` (its flags are the only way
 /// to say where; every other setting is the default).
@@ -111,33 +112,42 @@ pub fn main(args: PeerArgs) {
 
     let kafka = Kafka::start();
     let topic = fresh_topic(&kafka, "peers");
-    let producer =
-        TimedProducer::run(&bins, &kafka.brokers, &topic, &args.dataset, "max", &logs);
+    let producer = TimedProducer::run(&bins, &kafka.brokers, &topic, &args.dataset, "max", &logs);
     println!("producer: {producer:?}");
     let count = CountingReader::count(&kafka.brokers, &topic, set.candles);
     println!("count-only reader: {count:?}");
 
-    let run = |make: &dyn Fn(&Target) -> Peer| -> PeerResult {
+    // Every run gets a fresh InfluxDB 2, bucket and consumer group.
+    let with_target = |topic: &str, each: &mut dyn FnMut(&Target)| {
         let influx = Influxd::start();
         let bucket = unique("peers").replace('-', "_");
         influx.create_db(&bucket);
         let group = unique("peers-group");
-        let target = Target {
+        each(&Target {
             brokers: &kafka.brokers,
-            topic: &topic,
+            topic,
             influx: &influx,
             bucket: &bucket,
             group: &group,
-        };
-        let peer = make(&target);
-        println!("running {} ({})", peer.name, peer.command.join(" "));
-        let result = measure(&peer, &target, set.candles, &logs);
-        println!("{}", result.summary());
-        result
+        });
     };
-    let mut results = vec![run(&|t| candlepipe(&bins, t, &args.candlepipe_version))];
+    let mut makers: Vec<Box<dyn Fn(&Target) -> Peer + '_>> = vec![Box::new(|t: &Target| {
+        candlepipe(&bins, t, &args.candlepipe_version)
+    })];
     for peer in &peers {
-        results.push(run(&|_| peer.clone()));
+        makers.push(Box::new(move |_: &Target| peer.clone()));
+    }
+
+    // The full topic, every peer in turn.
+    let mut results: Vec<PeerResult> = Vec::new();
+    for make in &makers {
+        with_target(&topic, &mut |target| {
+            let peer = make(target);
+            println!("running {} ({})", peer.name, peer.command.join(" "));
+            let result = measure(&peer, target, set.candles, &logs);
+            println!("{}", result.summary());
+            results.push(result);
+        });
     }
 
     let points = Arc::new(consumer_points(&args.dataset));
@@ -152,6 +162,8 @@ pub fn main(args: PeerArgs) {
         .collect();
     drop(points);
 
+    // Latency at a steady pace: candlepipe's own histogram, then every peer (candlepipe
+    // included) from the outside, each on a fresh topic.
     let latency = paced_run(
         &bins,
         &kafka,
@@ -161,6 +173,17 @@ pub fn main(args: PeerArgs) {
         &logs,
         "candlepipe, paced, defaults",
     );
+    let speed = (f64::from(args.paced_rate) * 60.0 / set.files as f64).to_string();
+    let mut paced = Vec::new();
+    for make in &makers {
+        let topic = fresh_topic(&kafka, "peers-paced");
+        with_target(&topic, &mut |target| {
+            let peer = make(target);
+            let result = measure_paced(&peer, target, &bins, &args.dataset, &set, &speed, &logs);
+            println!("paced: {result:?}");
+            paced.push(result);
+        });
+    }
 
     let report = PeerReport {
         set,
@@ -169,6 +192,7 @@ pub fn main(args: PeerArgs) {
         results,
         bulk,
         latency,
+        paced,
         paced_rate: args.paced_rate,
     }
     .markdown();

@@ -58,7 +58,8 @@ impl TreeUsage {
             self.sys_s,
             self.max_rss_kib,
             self.tree_rss_kib,
-            self.exit_code.map_or("signal".to_owned(), |c| c.to_string())
+            self.exit_code
+                .map_or("signal".to_owned(), |c| c.to_string())
         )
     }
 
@@ -88,8 +89,14 @@ pub fn main(args: ReapArgs) -> ! {
     // SAFETY: plain prctl/signal calls; the handler only stores an atomic.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
-        libc::signal(libc::SIGTERM, on_terminate as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_terminate as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            on_terminate as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_terminate as *const () as libc::sighandler_t,
+        );
     }
     let mut cmd = Command::new(&args.command[0]);
     cmd.args(&args.command[1..]);
