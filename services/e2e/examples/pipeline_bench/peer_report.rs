@@ -76,26 +76,29 @@ impl PeerReport {
         ));
         out.push(
             "| peer | version | candles/s | CPU µs/candle | CPU before the first point | \
-             peak RSS (whole tree) | peak RSS (largest process) | points written | 1m candles \
-             in InfluxDB | 5m / 15m / 1h windows | start → last point | load / CPU |"
+             cores busy | peak RSS (whole tree) | peak RSS (largest process) | points written \
+             | points/candle | 1m candles in InfluxDB | 5m / 15m / 1h windows | start → last \
+             point | load / CPU |"
                 .to_owned(),
         );
         out.push(
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
                 .to_owned(),
         );
         for r in &self.results {
             let usage = r.usage;
             out.push(format!(
-                "| {} | {} | {} | {} | {:.1} s | {} | {} | {} | {} | {} / {} / {} | {:.1} s | {} |",
+                "| {} | {} | {} | {} | {:.1} s | {:.2} | {} | {} | {} | {:.2} | {} | {} / {} / {} | {:.1} s | {} |",
                 r.peer.name,
                 r.peer.version,
                 mark(r, kilo(r.rate())),
                 mark(r, format!("{:.1}", r.cpu_us_per_candle())),
                 r.cpu_at_first_s,
+                r.cpu_s() / (r.start_to_first_s + r.first_to_last_s),
                 usage.map_or("?".into(), |u| format!("{:.0} MiB", mib(u.tree_rss_kib))),
                 usage.map_or("?".into(), |u| format!("{:.0} MiB", mib(u.max_rss_kib))),
                 r.points,
+                r.points as f64 / n as f64,
                 if r.wrote_every_candle() {
                     format!("{} (all)", r.by_interval[0])
                 } else {
@@ -110,8 +113,8 @@ impl PeerReport {
         }
         let (kafka_ceiling, influx_ceiling) = self.ceiling();
         out.push(format!(
-            "| ceiling (a): librdkafka reader that only counts | – | {} | – | – | – | – | – | {} \
-             messages | – | {:.2} s | {} |",
+            "| ceiling (a): librdkafka reader that only counts | – | {} | – | – | – | – | – | – | \
+             – | {} messages | – | {:.2} s | {} |",
             kilo(kafka_ceiling),
             self.count.messages,
             self.count.first_to_last_s,
@@ -120,11 +123,12 @@ impl PeerReport {
         for b in &self.bulk {
             out.push(format!(
                 "| ceiling (b): bulk write of candlepipe's points, {} writer(s), \
-                 {BULK_REQUEST_POINTS}-point requests | – | {} | – | – | – | – | {} | {} | – | \
-                 {:.2} s | {} |",
+                 {BULK_REQUEST_POINTS}-point requests | – | {} | – | – | – | – | – | {} | {:.2} | \
+                 {} | – | {:.2} s | {} |",
                 b.writers,
                 kilo(b.points_per_s() / (self.candlepipe().points as f64 / n as f64)),
                 b.points,
+                b.points as f64 / n as f64,
                 b.one_minute_points,
                 b.secs,
                 conditions(&b.conditions)
@@ -139,7 +143,8 @@ impl PeerReport {
              of the peer's whole process tree (the JVM and its Python driver for Spark) from the \
              kernel's rusage of the reaped processes, from start to exit: startup, 3 s of idle \
              after the last point, and shutdown included; \"CPU before the first point\" is the \
-             part spent before any point was written. Peak RSS: the tree's summed RSS sampled \
+             part spent before any point was written; cores busy = CPU ÷ (start → last point), \
+             2 = both cores of the machine. Peak RSS: the tree's summed RSS sampled \
              every 100 ms, and the largest single process's `ru_maxrss`. Points written counts \
              every point InfluxDB accepted, rewrites of a window that was still filling \
              included. Every peer must leave one 1m candle per candle of the topic.\n"

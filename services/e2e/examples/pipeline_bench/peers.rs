@@ -55,6 +55,9 @@ pub struct PeerArgs {
     logs: Option<PathBuf>,
 }
 
+/// Makes a run's peer once its target (topic, InfluxDB, bucket, group) is known.
+type MakePeer<'a> = Box<dyn Fn(&Target) -> Peer + 'a>;
+
 /// What candlepipe's consumer computes, for the report.
 const CANDLEPIPE_COMPUTES: &str = "1m candles, 5m/15m/1h rollups with vwap and the optional \
     sums, 12 indicators over the closes of every interval (1m, 5m, 15m, 1h); validation with a \
@@ -131,7 +134,7 @@ pub fn main(args: PeerArgs) {
             group: &group,
         });
     };
-    let mut makers: Vec<Box<dyn Fn(&Target) -> Peer + '_>> = vec![Box::new(|t: &Target| {
+    let mut makers: Vec<MakePeer> = vec![Box::new(|t: &Target| {
         candlepipe(&bins, t, &args.candlepipe_version)
     })];
     for peer in &peers {

@@ -112,10 +112,7 @@ pub fn main(args: ReapArgs) -> ! {
             });
         }
     }
-    #[expect(
-        clippy::zombie_processes,
-        reason = "reaped below with waitpid(-1), like every orphan of the tree"
-    )]
+    // Reaped below with waitpid(-1), like every orphan of the tree.
     let child = cmd.spawn().unwrap_or_else(|e| {
         eprintln!("reap: cannot start {:?}: {e}", args.command[0]);
         std::process::exit(127)
