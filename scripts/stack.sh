@@ -445,13 +445,15 @@ start_kafka() {
 }
 
 # kafka-topics.sh --create --if-not-exists: true once the broker created the topic or has it.
+# Extra arguments are topic configs (`--config key=value`).
 create_topic() {
   local topic=$1 partitions=$2
+  shift 2
   printf '\n=== %s: creating topic %s unless it exists (partitions: %s)\n' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$topic" "$partitions" >>"$(log_file kafka)"
   kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
     --create --if-not-exists --topic "$topic" --partitions "$partitions" --replication-factor 1 \
-    >>"$(log_file kafka)" 2>&1
+    "$@" >>"$(log_file kafka)" 2>&1
 }
 
 # What compose's one-shot kafka-init does on every `up`: the topics the consumers scale to.
@@ -460,7 +462,9 @@ init_kafka_topics() {
   [[ $KAFKA_PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "KAFKA_PARTITIONS=$KAFKA_PARTITIONS is not a partition count"
   log "creating topics $KAFKA_TOPIC ($KAFKA_PARTITIONS partitions) and $KAFKA_DLQ_TOPIC unless they exist"
   # `|| return`: callers test the result, which switches `set -e` off in here.
-  wait_for kafka "topic $KAFKA_TOPIC" create_topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS" || return 1
+  # The candle topic is the log of record: it keeps everything, as compose's kafka-init says.
+  wait_for kafka "topic $KAFKA_TOPIC" create_topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS" \
+    --config retention.ms=-1 --config retention.bytes=-1 || return 1
   wait_for kafka "topic $KAFKA_DLQ_TOPIC" create_topic "$KAFKA_DLQ_TOPIC" 1
 }
 

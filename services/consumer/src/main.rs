@@ -72,7 +72,12 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
         Err(_) if shutdown.is_shutdown() => return Ok(()),
         Err(e) => return Err(e).context("preparing InfluxDB"),
     }
-    if !kafka::ensure_topic_retrying(&cfg.kafka, &cfg.dlq_topic, 1, 1, &shutdown).await? {
+    let dlq_spec = kafka::TopicSpec {
+        partitions: 1,
+        replication: 1,
+        retention: kafka::Retention::BrokerDefault,
+    };
+    if !kafka::ensure_topic_retrying(&cfg.kafka, &cfg.dlq_topic, dlq_spec, &shutdown).await? {
         return Ok(());
     }
 

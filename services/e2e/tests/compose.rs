@@ -758,6 +758,18 @@ fn services_start_in_order_and_the_topics_exist_first() {
         "kafka-init must create {}:\n{script}",
         consumer.dlq_topic
     );
+    // the candle topic keeps everything, with the same configs the producer creates it with
+    let candles_line = script
+        .lines()
+        .find(|l| l.contains(&format!("--topic {} ", producer.kafka.topic)))
+        .expect("the candle topic's line");
+    for (key, value) in candlepipe_model::kafka::KEEP_FOREVER {
+        assert!(
+            candles_line.contains(&format!("--config {key}={value}")),
+            "kafka-init must create {} with {key}={value}:\n{candles_line}",
+            producer.kafka.topic
+        );
+    }
     assert_eq!(
         environment(service(&doc, "kafka"))["KAFKA_AUTO_CREATE_TOPICS_ENABLE"],
         "false"

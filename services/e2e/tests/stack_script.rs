@@ -275,6 +275,16 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
             "`up` should create {topic} with {partitions} partition(s); the broker lists {topics:?}"
         );
     }
+    // `candles` is the log of record: kept forever, in time and size.
+    let configs =
+        candlepipe_testkit::topic_configs(&format!("127.0.0.1:{}", stack.kafka), "candles");
+    for key in ["retention.ms", "retention.bytes"] {
+        assert_eq!(
+            configs.get(key).map(String::as_str),
+            Some("-1"),
+            "candles {key}"
+        );
+    }
 
     // Data flows: dataset → producer → Kafka → consumer → InfluxDB 2, for every symbol.
     let expected = dataset_symbols();

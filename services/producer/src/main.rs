@@ -121,12 +121,16 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         move || kafka::probe_brokers(probe.clone()),
     );
 
-    // The topic must exist before the first candle: create it (6 partitions) if missing.
+    // The topic must exist before the first candle: create it (6 partitions, keeping
+    // everything: it is the log of record) if missing.
     let created = kafka::ensure_topic_retrying(
         &cfg.kafka,
         &cfg.kafka.topic,
-        cfg.partitions,
-        cfg.replication_factor,
+        kafka::TopicSpec {
+            partitions: cfg.partitions,
+            replication: cfg.replication_factor,
+            retention: kafka::Retention::Forever,
+        },
         &shutdown,
     )
     .await?;

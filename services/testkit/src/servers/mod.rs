@@ -11,11 +11,13 @@
 mod influxdb1;
 mod influxdb2;
 mod kafka;
+mod key_partition;
 mod prometheus;
 
 pub use influxdb1::Influxd1;
 pub use influxdb2::{Influxd, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
 pub use kafka::Kafka;
+pub use key_partition::java_partitions;
 pub use prometheus::Prometheus;
 
 use std::path::PathBuf;
