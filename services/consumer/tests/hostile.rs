@@ -1,0 +1,130 @@
+//! Hostile input and bad days (issue 15), each reproduced against the consumer binary on a
+//! real Apache Kafka broker and a real InfluxDB 2: a message too large to fetch, a candle
+//! stamped ahead of the clock, a SIGTERM nothing can finish, a topic that does not exist
+//! yet, an InfluxDB outage seen through the lag gauge, and rollup sums that overflow.
+
+use candlepipe_model::{time, Candle, Source};
+use candlepipe_testkit::pipeline::{
+    count_points, create_topic, create_topic_with, produce_candles, ConsumerRun, ServiceProcess,
+    PIPELINE_TIMEOUT,
+};
+use candlepipe_testkit::{get, produce_raw, read_topic, wait_until, Influxd, Kafka};
+use std::time::Duration;
+
+const LONG: Duration = PIPELINE_TIMEOUT;
+const MINUTE: i64 = 60_000;
+
+fn candle(symbol: &str, open_time: i64, volume: f64) -> Candle {
+    let mut c = Candle::ohlcv(
+        symbol,
+        Source::Replay,
+        open_time,
+        10.0,
+        12.0,
+        9.0,
+        11.0,
+        volume,
+    );
+    c.produced_at = Some(1);
+    c
+}
+
+/// The current minute's open time, Unix ms.
+fn this_minute() -> i64 {
+    time::now_ms() / MINUTE * MINUTE
+}
+
+fn readyz(c: &ServiceProcess) -> (u16, String) {
+    get(&format!("http://127.0.0.1:{}/readyz", c.http_port)).unwrap_or((0, String::new()))
+}
+
+/// `len` pseudo-random bytes (xorshift64).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn ones(influx: &Influxd, db: &str) -> usize {
+    count_points(influx, db, "candle", "close", "\"interval\" = '1m'")
+}
+
+/// A 2 MiB message between good candles, on a topic that allows 8 MiB, with the dead-letter
+/// topic at Kafka's default `max.message.bytes` (1 MiB): its dead letter could never be
+/// delivered, so the consumer failed on it at every start. Its dead letter now carries the
+/// first 1,000,000 bytes. A 5 MiB one, over `--max-message-bytes`, cannot even be fetched:
+/// A symbol is being backfilled (its last 3 hours, oldest first) when one candle stamped a
+/// minute ahead (inside `--max-future`, as a clock a little fast would stamp it) and one
+/// SIGTERM while a batch's dead letter cannot be delivered (the broker is gone): the
+/// A consumer started before its topic exists: `/readyz` names the missing topic, and once
+/// While InfluxDB is down and fetching is paused, the lag gauge keeps up with what is
+/// Volumes near f64::MAX: an hour of them sums to infinity. Such a candle is a dead letter
+/// naming the field and the limit; the rollups of the others keep every field.
+#[test]
+fn rollup_sums_that_would_overflow_are_refused_not_silently_dropped() {
+    let influx = Influxd::shared();
+    let run = ConsumerRun::new("overflow", 1);
+    let t0 = 1_614_556_800_000;
+    let huge = 1e308;
+    let mut candles: Vec<Candle> = (0..3)
+        .map(|m| candle("OVF-USDT", t0 + m * MINUTE, 2.0))
+        .collect();
+    candles[1].volume = huge;
+    candles[2].quote_volume = Some(huge);
+    candles.push(candle("OVF-USDT", t0 + 3 * MINUTE, huge));
+    candles.push(candle("OVF-USDT", t0 + 4 * MINUTE, 3.0));
+    let records: Vec<Vec<u8>> = candles
+        .iter()
+        .map(|c| {
+            // The model's encoder refuses these now; the wire format does not.
+            format!(
+                r#"{{"v":1,"source":"replay","symbol":"OVF-USDT","interval":"1m","open_time":{},"open":10.0,"high":12.0,"low":9.0,"close":11.0,"volume":{:e}{}}}"#,
+                c.open_time,
+                c.volume,
+                c.quote_volume.map(|q| format!(r#","quote_volume":{q:e}"#)).unwrap_or_default()
+            )
+            .into_bytes()
+        })
+        .collect();
+    let raw: Vec<(Option<&[u8]>, &[u8])> = records
+        .iter()
+        .map(|r| (Some(b"OVF-USDT".as_slice()), r.as_slice()))
+        .collect();
+    produce_raw(&run.brokers, &run.topic, &raw);
+    let mut c = run.consumer(influx, &[]);
+    wait_until(LONG, "every message to be processed", || {
+        c.assert_running();
+        c.metric("candlepipe_consumer_messages_total") >= 5.0
+    });
+    let dlq = read_topic(&run.brokers, &run.dlq);
+    let offsets: Vec<&str> = dlq
+        .iter()
+        .map(|r| r.headers["source-offset"].as_str())
+        .collect();
+    assert_eq!(offsets, ["1", "2", "3"], "the three huge candles");
+    for r in &dlq {
+        assert!(
+            r.headers["error"].contains("above the limit"),
+            "{:?}",
+            r.headers
+        );
+    }
+    // The 1h rollup of the two good candles has all of its sums.
+    let rows = influx.rows(
+        &run.db,
+        "SELECT volume, vwap FROM candle WHERE \"interval\" = '1h'",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["volume"].as_f64(), Some(5.0), "{rows:?}");
+    assert!(
+        rows[0]["vwap"].as_f64().is_some_and(f64::is_finite),
+        "{rows:?}"
+    );
+    c.stop_cleanly();
+}
