@@ -121,9 +121,9 @@ pub struct ConsumerConfig {
     pub influx_gzip: bool,
 
     /// Candles stamped further than this ahead of the consumer's clock go to the dead-letter
-    /// topic instead of the state (one far-future candle would otherwise make every later
-    /// real candle of its symbol "late"). Like Kafka's `message.timestamp.after.max.ms`.
-    #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "1h")]
+    /// topic instead of the state. A 1m candle cannot honestly open more than a minute or
+    /// two ahead of a synchronized clock. Like Kafka's `message.timestamp.after.max.ms`.
+    #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "2m")]
     pub max_future: Duration,
 
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
@@ -185,6 +185,7 @@ mod tests {
         assert_eq!(c.trigger, Duration::from_millis(250));
         assert_eq!(c.group, "candlepipe-consumer");
         assert_eq!(c.http_addr.port(), 9102);
+        assert_eq!(c.max_future, Duration::from_secs(120));
     }
 
     /// The hostname of the machine, as the C library reports it.

@@ -61,6 +61,45 @@ fn ones(influx: &Influxd, db: &str) -> usize {
 /// first 1,000,000 bytes. A 5 MiB one, over `--max-message-bytes`, cannot even be fetched:
 /// A symbol is being backfilled (its last 3 hours, oldest first) when one candle stamped a
 /// minute ahead (inside `--max-future`, as a clock a little fast would stamp it) and one
+/// 59 minutes ahead arrive: none of the backfill is late, and the far one is a dead letter.
+#[test]
+fn a_single_candle_ahead_does_not_make_its_symbol_late() {
+    let influx = Influxd::shared();
+    let run = ConsumerRun::new("ahead", 1);
+    let now = this_minute();
+    let backfill: Vec<Candle> = (1..=180)
+        .rev()
+        .map(|m| candle("AHEAD-USDT", now - m * MINUTE, 1.0))
+        .collect();
+    let (before, after) = backfill.split_at(20);
+    produce_candles(&run.brokers, &run.topic, before);
+    produce_candles(
+        &run.brokers,
+        &run.topic,
+        &[candle("AHEAD-USDT", now + MINUTE, 5.0)],
+    );
+    produce_candles(
+        &run.brokers,
+        &run.topic,
+        &[candle("AHEAD-USDT", now + 59 * MINUTE, 5.0)],
+    );
+    produce_candles(&run.brokers, &run.topic, after);
+
+    let mut c = run.consumer(influx, &[]);
+    wait_until(LONG, "every message to be processed", || {
+        c.assert_running();
+        c.metric("candlepipe_consumer_messages_total") >= 182.0
+    });
+    assert_eq!(c.metric("candlepipe_consumer_late_dropped_total"), 0.0);
+    let dlq = read_topic(&run.brokers, &run.dlq);
+    assert_eq!(dlq.len(), 1, "only the candle an hour ahead");
+    assert_eq!(dlq[0].headers["source-offset"], "21");
+    wait_until(LONG, "the backfill and the near candle", || {
+        ones(influx, &run.db) == 181
+    });
+    c.stop_cleanly();
+}
+
 /// SIGTERM while a batch's dead letter cannot be delivered (the broker is gone): the
 /// A consumer started before its topic exists: `/readyz` names the missing topic, and once
 /// While InfluxDB is down and fetching is paused, the lag gauge keeps up with what is
