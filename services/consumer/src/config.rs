@@ -126,6 +126,12 @@ pub struct ConsumerConfig {
     #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "2m")]
     pub max_future: Duration,
 
+    /// How long SIGTERM/SIGINT waits for the batch in progress to be written, its dead
+    /// letters acknowledged and its offsets committed. When it runs out the consumer exits
+    /// at once with a non-zero code; the uncommitted batch is read again on the next start.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub shutdown_timeout: Duration,
+
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "CONSUMER_HTTP_ADDR", default_value = "0.0.0.0:9102")]
     pub http_addr: SocketAddr,
