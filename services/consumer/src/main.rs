@@ -6,6 +6,7 @@ use candlepipe_consumer::config::ConsumerConfig;
 use candlepipe_consumer::dlq::DeadLetters;
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::sink::InfluxSink;
+use candlepipe_consumer::watch;
 use candlepipe_model::http::{self, Readiness};
 use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use clap::Parser;
@@ -88,10 +89,20 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
             horizon: cfg.late_horizon,
             rebuild_messages: cfg.rebuild_messages,
             max_future: cfg.max_future,
+            max_message_bytes: cfg.max_message_bytes,
         },
         sink,
         dlq,
         metrics.clone(),
+    )?;
+    watch::spawn(
+        &cfg.kafka,
+        &cfg.group,
+        engine.owned(),
+        engine.stalled(),
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
     )?;
     let engine = tokio::spawn(engine.run(shutdown.clone()));
     let result = run_until_deadline(engine, &shutdown, cfg.shutdown_timeout).await;
@@ -126,4 +137,3 @@ async fn run_until_deadline(
         }
     }
 }
-

@@ -59,6 +59,77 @@ fn ones(influx: &Influxd, db: &str) -> usize {
 /// topic at Kafka's default `max.message.bytes` (1 MiB): its dead letter could never be
 /// delivered, so the consumer failed on it at every start. Its dead letter now carries the
 /// first 1,000,000 bytes. A 5 MiB one, over `--max-message-bytes`, cannot even be fetched:
+/// once its partition is seen stalled (logged), it is skipped into the DLQ without a value.
+#[test]
+fn a_message_over_a_mebibyte_goes_to_the_dlq_and_the_partition_moves_on() {
+    let influx = Influxd::shared();
+    let run = ConsumerRun::on_replicated(
+        &Kafka::shared().brokers,
+        "huge",
+        1,
+        1,
+        &[("max.message.bytes", "8388608")],
+    );
+    let t0 = 1_614_556_800_000;
+    // Incompressible, so that no compression on the way makes them small.
+    let big = noise(2 * 1024 * 1024, 1);
+    let bigger = noise(5 * 1024 * 1024, 2);
+    produce_candles(&run.brokers, &run.topic, &[candle("BIG-USDT", t0, 1.0)]);
+    produce_raw(&run.brokers, &run.topic, &[(Some(b"BIG-USDT"), &big)]);
+    produce_candles(
+        &run.brokers,
+        &run.topic,
+        &[candle("BIG-USDT", t0 + MINUTE, 1.0)],
+    );
+    produce_raw(&run.brokers, &run.topic, &[(Some(b"BIG-USDT"), &bigger)]);
+    produce_candles(
+        &run.brokers,
+        &run.topic,
+        &[candle("BIG-USDT", t0 + 2 * MINUTE, 1.0)],
+    );
+
+    // The dead-letter topic with Kafka's default limit (the test broker allows 10 MiB).
+    create_topic_with(
+        &run.brokers,
+        &run.dlq,
+        1,
+        1,
+        &[("max.message.bytes", "1048588")],
+    );
+    let mut c = run.consumer(influx, &["--max-message-bytes", "4MiB"]);
+    wait_until(LONG, "every good candle after the big messages", || {
+        c.assert_running();
+        ones(influx, &run.db) == 3 && run.committed() == 5
+    });
+    let dlq = read_topic(&run.brokers, &run.dlq);
+    assert_eq!(dlq.len(), 2, "both big messages are dead letters");
+    for (record, offset) in dlq.iter().zip(["1", "3"]) {
+        assert_eq!(record.headers["source-offset"], offset);
+        assert_eq!(
+            record.headers["reason"], "too_large",
+            "{:?}",
+            record.headers
+        );
+    }
+    // The 2 MiB one was fetched: its size is known, and its value kept as far as it fits.
+    assert_eq!(dlq[0].headers["payload-bytes"], big.len().to_string());
+    let kept = dlq[0].payload.as_deref().unwrap_or_default();
+    assert_eq!(kept, &big[..1_000_000], "the first 1,000,000 bytes");
+    assert_eq!(dlq[0].headers["payload-truncated"], "true");
+    // The 5 MiB one could not be fetched: no value, and the error says why.
+    assert!(dlq[1].payload.as_deref().unwrap_or_default().is_empty());
+    assert!(
+        dlq[1].headers["error"].contains("--max-message-bytes"),
+        "{:?}",
+        dlq[1].headers
+    );
+    assert!(c.log().contains("stalled"), "the stall was logged");
+    assert_eq!(c.metric("candlepipe_consumer_skipped_too_large_total"), 1.0);
+    assert_eq!(c.metric("candlepipe_consumer_stalled_partitions"), 0.0);
+    assert_eq!(readyz(&c).0, 200, "{}", readyz(&c).1);
+    c.stop_cleanly();
+}
+
 /// A symbol is being backfilled (its last 3 hours, oldest first) when one candle stamped a
 /// minute ahead (inside `--max-future`, as a clock a little fast would stamp it) and one
 /// 59 minutes ahead arrive: none of the backfill is late, and the far one is a dead letter.
@@ -94,6 +165,7 @@ fn a_single_candle_ahead_does_not_make_its_symbol_late() {
     let dlq = read_topic(&run.brokers, &run.dlq);
     assert_eq!(dlq.len(), 1, "only the candle an hour ahead");
     assert_eq!(dlq[0].headers["source-offset"], "21");
+    assert_eq!(dlq[0].headers["reason"], "future");
     wait_until(LONG, "the backfill and the near candle", || {
         ones(influx, &run.db) == 181
     });
@@ -147,7 +219,80 @@ fn sigterm_with_work_undone_exits_within_the_shutdown_timeout_non_zero() {
 }
 
 /// A consumer started before its topic exists: `/readyz` names the missing topic, and once
+/// the topic is created its messages are consumed without librdkafka's 5-minute wait.
+#[test]
+fn a_topic_created_after_the_consumer_started_is_consumed_soon() {
+    let influx = Influxd::shared();
+    let run = ConsumerRun::new("late-topic", 1);
+    let topic = candlepipe_testkit::unique("created-later");
+    let mut c = run.consumer(influx, &["--topic", &topic]);
+    wait_until(
+        Duration::from_secs(60),
+        "/readyz to name the missing topic",
+        || {
+            c.assert_running();
+            let (status, body) = readyz(&c);
+            status == 503 && body.contains(&topic) && body.contains("does not exist")
+        },
+    );
+    create_topic(&run.brokers, &topic, 1);
+    let t0 = 1_614_556_800_000;
+    produce_candles(&run.brokers, &topic, &[candle("LATE-USDT", t0, 1.0)]);
+    // librdkafka alone notices the topic after topic.metadata.refresh.interval.ms (5 min).
+    wait_until(
+        Duration::from_secs(90),
+        "the topic's candle to be written",
+        || {
+            c.assert_running();
+            ones(influx, &run.db) == 1
+        },
+    );
+    wait_until(LONG, "/readyz 200", || readyz(&c).0 == 200);
+    c.stop_cleanly();
+}
+
 /// While InfluxDB is down and fetching is paused, the lag gauge keeps up with what is
+/// produced: it is computed from the committed offsets and the high watermarks.
+#[test]
+fn the_lag_gauge_keeps_rising_while_influxdb_is_down() {
+    let mut influx = Influxd::start();
+    let run = ConsumerRun::new("lag", 2);
+    let t0 = 1_614_556_800_000;
+    let first: Vec<Candle> = (0..50)
+        .map(|m| candle("LAG-A", t0 + m * MINUTE, 1.0))
+        .collect();
+    produce_candles(&run.brokers, &run.topic, &first);
+    let mut c = run.consumer(&influx, &[]);
+    wait_until(LONG, "the first candles to be written", || {
+        c.assert_running();
+        run.committed() == 50
+    });
+    influx.stop();
+    let more: Vec<Candle> = (50..100)
+        .flat_map(|m| ["LAG-A", "LAG-B", "LAG-C"].map(|s| candle(s, t0 + m * MINUTE, 1.0)))
+        .collect();
+    produce_candles(&run.brokers, &run.topic, &more[..30]);
+    wait_until(LONG, "fetching to be paused", || {
+        c.assert_running();
+        c.metric("candlepipe_consumer_backpressure") == 1.0
+    });
+    produce_candles(&run.brokers, &run.topic, &more[30..]);
+    wait_until(
+        LONG,
+        "the lag gauge to count everything not committed",
+        || {
+            c.assert_running();
+            c.metric("candlepipe_consumer_lag_messages") == more.len() as f64
+        },
+    );
+    influx.restart();
+    wait_until(LONG, "the lag to drain", || {
+        c.assert_running();
+        run.committed() == 200 && c.metric("candlepipe_consumer_lag_messages") == 0.0
+    });
+    c.stop_cleanly();
+}
+
 /// Volumes near f64::MAX: an hour of them sums to infinity. Such a candle is a dead letter
 /// naming the field and the limit; the rollups of the others keep every field.
 #[test]
