@@ -6,7 +6,7 @@
 //! to InfluxDB, and only then commits the Kafka offsets. The modules follow a candle's path:
 //!
 //! `batch` (Kafka, offsets, rebalances) → `model::decode` → `state` (per-symbol history,
-//! late data) → `rollup` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
+//! late data) → `rollup` + `window_series` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
 //! `dlq` for what cannot be processed, `metrics` for what an operator sees, and `watch` for
 //! lag, stalls and the topic's existence, from the broker.
 
@@ -21,3 +21,4 @@ pub mod rollup;
 pub mod sink;
 pub mod state;
 pub mod watch;
+pub mod window_series;
