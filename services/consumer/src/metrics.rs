@@ -36,7 +36,7 @@ pub struct ConsumerMetrics {
     pub write_retries: IntCounter,
     /// Points accepted by InfluxDB, by measurement.
     pub points_written: IntCounterVec,
-    /// Messages behind the partition's high watermark, by partition.
+    /// Messages between the group's committed offset and the high watermark, by partition.
     pub lag: IntGaugeVec,
     /// From the producer's `produced_at` to the point being accepted by InfluxDB.
     pub end_to_end_latency: Histogram,
@@ -50,6 +50,11 @@ pub struct ConsumerMetrics {
     pub rebuild_messages: IntCounter,
     /// 1 while the sink cannot write and fetching is paused, else 0.
     pub backpressure: prometheus::IntGauge,
+    /// Owned partitions with messages waiting whose committed offset has not moved for
+    /// `watch::STALL_AFTER` while fetching was not paused.
+    pub stalled_partitions: prometheus::IntGauge,
+    /// Records too large to fetch (over `--max-message-bytes`), skipped into the DLQ unread.
+    pub skipped_too_large: IntCounter,
 }
 
 impl ConsumerMetrics {
@@ -166,7 +171,7 @@ impl ConsumerMetrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "candlepipe_consumer_lag_messages",
-                        "Messages behind the high watermark, by partition",
+                        "Messages between the committed offset and the high watermark, by partition",
                     ),
                     &["partition"],
                 )
@@ -214,6 +219,22 @@ impl ConsumerMetrics {
                 prometheus::IntGauge::new(
                     "candlepipe_consumer_backpressure",
                     "1 while InfluxDB cannot be written and fetching is paused",
+                )
+                .unwrap(),
+            ),
+            stalled_partitions: http::register(
+                r,
+                prometheus::IntGauge::new(
+                    "candlepipe_consumer_stalled_partitions",
+                    "Partitions with messages waiting and no progress (not paused)",
+                )
+                .unwrap(),
+            ),
+            skipped_too_large: http::register(
+                r,
+                IntCounter::new(
+                    "candlepipe_consumer_skipped_too_large_total",
+                    "Records over --max-message-bytes, skipped unread into the DLQ",
                 )
                 .unwrap(),
             ),
