@@ -28,7 +28,9 @@ pub mod yahoo;
 pub use http_client::{encode_query, get, percent};
 pub use kafka::{produce_raw, read_topic, TopicRecord};
 pub use process::{free_port, require_binary, wait_until, ChildServer};
-pub use servers::{version, Influxd, Influxd1, Kafka, Prometheus, INFLUX_ORG, INFLUX_TOKEN};
+pub use servers::{
+    version, Influxd, Influxd1, Kafka, Prometheus, V1Credential, INFLUX_ORG, INFLUX_TOKEN,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

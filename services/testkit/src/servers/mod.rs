@@ -14,7 +14,7 @@ mod kafka;
 mod prometheus;
 
 pub use influxdb1::Influxd1;
-pub use influxdb2::{Influxd, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
+pub use influxdb2::{Influxd, V1Credential, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
 pub use kafka::Kafka;
 pub use prometheus::Prometheus;
 
