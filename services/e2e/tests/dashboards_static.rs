@@ -90,6 +90,7 @@ fn influx_schema() -> BTreeMap<String, BTreeSet<String>> {
     let indicator = Point::Indicator(IndicatorPoint {
         symbol,
         source: Some(Source::Replay),
+        interval: Interval::H1,
         time: 1_700_000_000_000,
         sma_20: Some(1.0),
         ema_12: Some(1.0),
