@@ -955,3 +955,38 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
         "dataset/ holds no parquet file to bake in"
     );
 }
+
+/// The README's `POST /mode` example works when pasted: it reads `ADMIN_TOKEN` from `.env`
+/// and falls back to the very token compose gives the producer without a `.env`.
+#[test]
+fn the_readme_mode_switch_example_sends_the_compose_token() {
+    let readme = read(&repo("README.md"));
+    let line = readme
+        .lines()
+        .find(|l| l.contains("ADMIN_TOKEN=${ADMIN_TOKEN:-"))
+        .expect("the README's POST /mode example sets ADMIN_TOKEN with a fallback");
+    assert!(
+        line.contains("s/^ADMIN_TOKEN=//p' .env"),
+        "the example reads ADMIN_TOKEN from .env first: {line}"
+    );
+    let fallback = line
+        .split("ADMIN_TOKEN=${ADMIN_TOKEN:-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("a fallback value");
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let doc = parse_yaml("compose config", &compose(Some(empty.path()), &[]));
+    assert_eq!(
+        environment(service(&doc, "producer"))["ADMIN_TOKEN"],
+        fallback,
+        "the README falls back to compose's default token"
+    );
+    let post = readme
+        .lines()
+        .find(|l| l.contains("curl -s -X POST localhost:9101/mode"))
+        .expect("a POST /mode example");
+    assert!(
+        post.contains("Authorization: Bearer $ADMIN_TOKEN"),
+        "the example sends the token it read: {post}"
+    );
+}

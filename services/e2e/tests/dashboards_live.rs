@@ -25,8 +25,9 @@
 //!   the stack's 5 s to keep that short. A quantile recording rule is NaN in a minute without
 //!   observations: a returned series still counts (Grafana draws the gap).
 //!
-//! The producer replays with `--rebase --backfill 6h --speed max`: six hours of candles are
-//! stamped into the last six hours at once, so the dashboards' default range holds data,
+//! The producer replays with `--rebase --backfill 40h --speed max`: forty hours of candles
+//! are stamped into the last forty hours at once, so the dashboards' default range (6 hours)
+//! holds data and every interval's indicators, the 1h MACD signal included, have values,
 //! and then it keeps ticking one candle a minute, so the producer's gauges stay up and the
 //! flow rates (candles sent, messages consumed, points written) turn positive, which the
 //! test waits for before running the panels.
@@ -50,6 +51,11 @@ use yaml_rust2::YamlLoader;
 
 /// The replayed pair: the file stem, and so the `symbol` tag.
 const SYMBOL: &str = "XRP-ETH";
+
+/// How much market time the producer replays at once, stamped to end now: enough for the 1h
+/// indicators (MACD's signal needs 34 hourly closes) to have values in the dashboards'
+/// default 6 hours. The replayed file holds 41 hours.
+const BACKFILL: &str = "40h";
 
 /// How long the pipeline may take to fill InfluxDB and Prometheus. The machine running the
 /// tests is small and busy (debug binaries, parallel builds): generous on purpose.
@@ -88,7 +94,7 @@ impl Pipeline {
             "replay",
             "--rebase",
             "--backfill",
-            "6h",
+            BACKFILL,
             "--speed",
             "max",
             "--brokers",
@@ -111,21 +117,22 @@ impl Pipeline {
     }
 }
 
-/// Waits until the consumer has written what the market dashboard reads: 1m candles, every
-/// rollup interval and indicators.
+/// Waits until the consumer has written what the market dashboard reads: candles and
+/// indicators (RSI and MACD's signal, the last to fill) at every interval.
 fn wait_for_market_data(influx: &Influxd, pipeline: &mut Pipeline) {
     let db = pipeline.run.db.clone();
     wait_until(
         FILL_TIMEOUT,
-        "1m candles, 5m/15m/1h rollups and indicators in InfluxDB",
+        "candles and indicators of every interval in InfluxDB",
         || {
             pipeline.producer.assert_running();
             pipeline.consumer.assert_running();
-            let candles = Interval::ALL.iter().all(|i| {
+            Interval::ALL.iter().all(|i| {
                 let filter = format!("\"interval\" = '{}'", i.as_str());
                 count_points(influx, &db, "candle", "close", &filter) > 0
-            });
-            candles && count_points(influx, &db, "indicator", "rsi_14", "") > 0
+                    && count_points(influx, &db, "indicator", "rsi_14", &filter) > 0
+                    && count_points(influx, &db, "indicator", "macd_signal", &filter) > 0
+            })
         },
     );
 }
