@@ -132,7 +132,7 @@ impl ConsumerMetrics {
             ),
             batch_duration: secs(
                 "candlepipe_consumer_batch_duration_seconds",
-                "Time to process a micro-batch, decode to commit",
+                "Time from aggregating a micro-batch to committing it (includes collecting the next batch while its write is in flight)",
                 exponential_buckets(0.001, 2.5, 12).unwrap(),
             ),
             write_duration: secs(
