@@ -23,7 +23,10 @@
 #   KAFKA_HEAP_OPTS        the broker JVM's heap (default "-Xms128m -Xmx512m").
 #   INFLUXDB_ADMIN_USER INFLUXDB_ADMIN_PASSWORD INFLUXDB_ORG INFLUXDB_TOKEN
 #                          InfluxDB's first-start setup (user, org, bucket `crypto`, token);
-#                          the consumer writes and Grafana reads with INFLUXDB_TOKEN.
+#                          the consumer writes with INFLUXDB_TOKEN.
+#   INFLUXDB_READ_USER INFLUXDB_READ_PASSWORD
+#                          Grafana's read-only v1 credential on bucket `crypto`, created when
+#                          missing (as compose's influxdb/initdb script does at first start).
 #   STACK_DIR              state folder (default <repo>/.stack).
 #   STACK_BIN_DIR          folder holding already built `producer` and `consumer`; unset:
 #                          `cargo build --workspace --bins --locked` (the debug build
@@ -59,6 +62,8 @@ INFLUXDB_ADMIN_USER=${INFLUXDB_ADMIN_USER:-candlepipe}
 INFLUXDB_ADMIN_PASSWORD=${INFLUXDB_ADMIN_PASSWORD:-candlepipe-laptop-only}
 INFLUXDB_ORG=${INFLUXDB_ORG:-candlepipe}
 INFLUXDB_TOKEN=${INFLUXDB_TOKEN:-candlepipe-laptop-only-token}
+INFLUXDB_READ_USER=${INFLUXDB_READ_USER:-grafana}
+INFLUXDB_READ_PASSWORD=${INFLUXDB_READ_PASSWORD:-candlepipe-laptop-only-read}
 INFLUXDB_BUCKET=crypto
 
 # Start order; `down` stops the clients first, then the servers.
@@ -496,12 +501,8 @@ setup_influxdb() {
     [ "$status" = 201 ] ||
       die "InfluxDB's setup answered ${status:-nothing}: ${answer%$'\n'*} (INFLUXDB_ADMIN_PASSWORD needs 8 characters or more)"
   fi
-  local header=${INFLUXDB_TOKEN//\\/\\\\}
-  header=${header//\"/\\\"}
-  answer=$(printf 'header = "Authorization: Token %s"\n' "$header" |
-    curl -s --max-time 10 -w '\n%{http_code}' -K - -G \
-      --data-urlencode "org=$INFLUXDB_ORG" --data-urlencode "name=$INFLUXDB_BUCKET" \
-      "$url/api/v2/buckets" || true)
+  answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+    --data-urlencode "name=$INFLUXDB_BUCKET" "$url/api/v2/buckets")
   status=${answer##*$'\n'}
   case $status in
     200)
@@ -514,6 +515,60 @@ setup_influxdb() {
   esac
 }
 
+# curl with the admin token (in a config read from a pipe, so `ps` never shows it; stdin
+# stays free for a request body) and `args`; prints the body, a newline and the HTTP status.
+influx_api() {
+  local header=${INFLUXDB_TOKEN//\\/\\\\}
+  header=${header//\"/\\\"}
+  curl -s --max-time 30 -w '\n%{http_code}' \
+    -K <(printf 'header = "Authorization: Token %s"\n' "$header") "$@" || true
+}
+
+# Grafana's read-only credential, as compose's influxdb/initdb/create-grafana-reader.sh makes
+# it at the first start (`influx v1 auth create --read-bucket`, here through the same HTTP
+# API): a v1 authorization INFLUXDB_READ_USER / INFLUXDB_READ_PASSWORD that may only read
+# bucket `crypto`. Grafana's datasource sends it as Basic credentials, never the admin token.
+# An existing one keeps its permissions and gets INFLUXDB_READ_PASSWORD (8 to 72 characters).
+create_grafana_reader() {
+  local url=http://127.0.0.1:$INFLUXDB_PORT answer status bucket_id org_id id
+  local id_re='"id":[[:space:]]*"([0-9a-f]+)"'
+  answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+    --data-urlencode "token=$INFLUXDB_READ_USER" "$url/private/legacy/authorizations")
+  status=${answer##*$'\n'}
+  case $status in
+    200)
+      [[ $answer =~ $id_re ]] || die "v1 authorization $INFLUXDB_READ_USER without id: $answer"
+      id=${BASH_REMATCH[1]} ;;
+    404)
+      answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+        --data-urlencode "name=$INFLUXDB_BUCKET" "$url/api/v2/buckets")
+      # The first "id" of the answer is the bucket's (`links` holds none).
+      [[ $answer =~ $id_re ]] ||
+        die "InfluxDB has no bucket $INFLUXDB_BUCKET in org $INFLUXDB_ORG: ${answer%$'\n'*}"
+      bucket_id=${BASH_REMATCH[1]}
+      [[ $answer =~ \"orgID\":[[:space:]]*\"([0-9a-f]+)\" ]] || die "bucket without orgID: $answer"
+      org_id=${BASH_REMATCH[1]}
+      log "creating Grafana's read-only InfluxDB credential $INFLUXDB_READ_USER (reads bucket $INFLUXDB_BUCKET only)"
+      answer=$(printf '{"orgID":"%s","token":%s,"description":"Grafana: read-only %s","permissions":[{"action":"read","resource":{"type":"buckets","id":"%s","orgID":"%s"}}]}' \
+        "$org_id" "$(json_string "$INFLUXDB_READ_USER")" "$INFLUXDB_BUCKET" "$bucket_id" "$org_id" |
+        influx_api -H 'Content-Type: application/json' --data-binary @- \
+          "$url/private/legacy/authorizations")
+      status=${answer##*$'\n'}
+      [ "$status" = 201 ] ||
+        die "creating v1 authorization $INFLUXDB_READ_USER: ${status:-nothing} ${answer%$'\n'*}"
+      [[ $answer =~ $id_re ]] || die "v1 authorization without id: $answer"
+      id=${BASH_REMATCH[1]} ;;
+    *) die "InfluxDB answered ${status:-nothing} listing v1 authorizations: ${answer%$'\n'*}" ;;
+  esac
+  # The password through stdin too.
+  answer=$(printf '{"password":%s}' "$(json_string "$INFLUXDB_READ_PASSWORD")" |
+    influx_api -H 'Content-Type: application/json' --data-binary @- \
+      "$url/private/legacy/authorizations/$id/password")
+  status=${answer##*$'\n'}
+  [ "$status" = 204 ] ||
+    die "setting the password of $INFLUXDB_READ_USER: ${status:-nothing} ${answer%$'\n'*} (INFLUXDB_READ_PASSWORD)"
+}
+
 start_influxdb() {
   # Not .stack/influxdb: an older stack.sh kept InfluxDB 1.x's data there.
   local dir=$STACK_DIR/influxdb2
@@ -524,6 +579,7 @@ start_influxdb() {
     --reporting-disabled
   wait_for influxdb "answer on /health" answers_http "http://127.0.0.1:$INFLUXDB_PORT/health" 200 || return 1
   setup_influxdb
+  create_grafana_reader
 }
 
 start_prometheus() {
@@ -571,8 +627,10 @@ start_grafana() {
   write_grafana_config
   local args=(--homepath "$home" --config "$STACK_DIR/grafana/grafana.ini")
   if [ "$(basename "$bin")" = grafana ]; then args=(server "${args[@]}"); fi
-  # The InfluxDB datasource sends `Authorization: Token ${INFLUX_TOKEN}` (provisioning).
-  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_TOKEN="$INFLUXDB_TOKEN" "$bin" "${args[@]}"
+  # The InfluxDB datasource sends Basic ${INFLUX_READ_USER}:${INFLUX_READ_PASSWORD}
+  # (provisioning): the read-only credential, never the admin token.
+  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_READ_USER="$INFLUXDB_READ_USER" \
+    INFLUX_READ_PASSWORD="$INFLUXDB_READ_PASSWORD" "$bin" "${args[@]}"
   wait_for grafana "answer on /api/health" answers_http "http://127.0.0.1:$GRAFANA_PORT/api/health" 200
 }
 

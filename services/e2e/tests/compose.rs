@@ -20,7 +20,10 @@
 //! * the image: the Dockerfile installs the healthcheck tool, bakes the dataset where
 //!   DATASET_DIR points, runs as a non-root user;
 //! * the server versions: compose's Kafka and InfluxDB images are the versions the tests run
-//!   (`scripts/lib/versions.env`).
+//!   (`scripts/lib/versions.env`);
+//! * Grafana's read-only InfluxDB credential: the init script mounted where the influxdb
+//!   image runs it, executable, with its variables, and the same values handed to Grafana
+//!   (never the admin token); the app image built once and never pulled.
 
 use candlepipe_consumer::config::ConsumerConfig;
 use candlepipe_consumer::sink::InfluxApi;
@@ -453,12 +456,113 @@ fn producer_and_consumer_get_only_variables_they_read_with_values_they_accept() 
         consumer.influx_token.as_ref(),
         "the consumer must write with the token InfluxDB is set up with"
     );
+    // Grafana queries with the read-only credential the influxdb service creates from the
+    // same values, and never holds the admin token.
     let grafana = environment(service(&doc, "grafana"));
+    let auth = grafana::influx_datasource_auth().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        Some(&grafana["INFLUX_TOKEN"]),
-        consumer.influx_token.as_ref(),
-        "Grafana must query with the token InfluxDB is set up with"
+        grafana.get(&auth.user_env),
+        influxdb.get("INFLUXDB_READ_USER"),
+        "Grafana's {} must be the user the influxdb service creates",
+        auth.user_env
     );
+    assert_eq!(
+        grafana.get(&auth.password_env),
+        influxdb.get("INFLUXDB_READ_PASSWORD"),
+        "Grafana's {} must be the password the influxdb service sets",
+        auth.password_env
+    );
+    let admin = &influxdb["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"];
+    assert!(
+        grafana.values().all(|v| !v.contains(admin.as_str())),
+        "Grafana must not get InfluxDB's admin token: {grafana:?}"
+    );
+}
+
+/// The influxdb image runs the executable `*.sh` of `/docker-entrypoint-initdb.d` once, after
+/// the first-start setup: the repo's `influxdb/initdb/` is mounted there, every script in it
+/// is executable (else the image skips it silently), and the variables the Grafana credential
+/// script reads are set on the service.
+#[test]
+fn influxdb_runs_the_repo_init_scripts_that_create_grafanas_credential() {
+    use std::os::unix::fs::PermissionsExt;
+    let doc = resolved();
+    let svc = service(&doc, "influxdb");
+    let dir = mounted_at(svc, "influxdb", "/docker-entrypoint-initdb.d");
+    assert_eq!(
+        dir.canonicalize().unwrap(),
+        repo("influxdb/initdb").canonicalize().unwrap()
+    );
+    let env = environment(svc);
+    let mut scripts = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("influxdb/initdb") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert!(
+                mode & 0o111 != 0,
+                "{} is not executable: the image would skip it",
+                path.display()
+            );
+            scripts.push(path);
+        }
+    }
+    let script = scripts
+        .iter()
+        .find(|p| read(p).contains("influx v1 auth create"))
+        .unwrap_or_else(|| panic!("no script in {} creates a v1 authorization", dir.display()));
+    let text = read(script);
+    assert!(
+        text.contains("--read-bucket") && !text.contains("--write-bucket"),
+        "{}: the credential reads and never writes",
+        script.display()
+    );
+    for var in ["INFLUXDB_READ_USER", "INFLUXDB_READ_PASSWORD"] {
+        assert!(text.contains(var), "{} reads {var}", script.display());
+        assert!(
+            env.get(var).is_some_and(|v| !v.is_empty()),
+            "the influxdb service must set {var} for {}",
+            script.display()
+        );
+    }
+    assert!(
+        env["INFLUXDB_READ_PASSWORD"].len() >= 8,
+        "InfluxDB refuses v1 passwords shorter than 8 characters"
+    );
+}
+
+/// One service builds `candlepipe:local` (and never pulls it); every other service that runs
+/// it has no `build:` and never pulls either, so compose builds the image once.
+#[test]
+fn the_app_image_is_built_once_and_never_pulled() {
+    let doc = resolved();
+    let mut builders = Vec::new();
+    let mut users = Vec::new();
+    for name in service_names(&doc) {
+        let svc = service(&doc, &name);
+        if !svc["build"].is_badvalue() {
+            builders.push(name.clone());
+            assert_eq!(scalar(&svc["image"]), "candlepipe:local", "{name} builds");
+            assert_eq!(
+                svc["pull_policy"].as_str(),
+                Some("build"),
+                "{name} builds, never pulls"
+            );
+        } else if scalar(&svc["image"]) == "candlepipe:local" {
+            users.push(name.clone());
+            assert_eq!(
+                svc["pull_policy"].as_str(),
+                Some("never"),
+                "{name} runs the built image and must never try to pull it"
+            );
+        }
+    }
+    assert_eq!(
+        builders,
+        ["producer"],
+        "exactly one service builds the image"
+    );
+    assert_eq!(users, ["consumer"]);
 }
 
 #[test]
@@ -814,7 +918,9 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
 
     for name in ["producer", "consumer"] {
         let svc = service(&doc, name);
-        let build = scalar(&svc["build"]["dockerfile"]);
+        // Both run the image the producer service builds from the Dockerfile.
+        assert_eq!(scalar(&svc["image"]), "candlepipe:local");
+        let build = scalar(&service(&doc, "producer")["build"]["dockerfile"]);
         assert_eq!(build, "Dockerfile");
         let bin = strings(&svc["command"])[0].clone();
         assert_eq!(bin, name);
@@ -859,5 +965,40 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
             .extension()
             .is_some_and(|x| x == "parquet")),
         "dataset/ holds no parquet file to bake in"
+    );
+}
+
+/// The README's `POST /mode` example works when pasted: it reads `ADMIN_TOKEN` from `.env`
+/// and falls back to the very token compose gives the producer without a `.env`.
+#[test]
+fn the_readme_mode_switch_example_sends_the_compose_token() {
+    let readme = read(&repo("README.md"));
+    let line = readme
+        .lines()
+        .find(|l| l.contains("ADMIN_TOKEN=${ADMIN_TOKEN:-"))
+        .expect("the README's POST /mode example sets ADMIN_TOKEN with a fallback");
+    assert!(
+        line.contains("s/^ADMIN_TOKEN=//p' .env"),
+        "the example reads ADMIN_TOKEN from .env first: {line}"
+    );
+    let fallback = line
+        .split("ADMIN_TOKEN=${ADMIN_TOKEN:-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("a fallback value");
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let doc = parse_yaml("compose config", &compose(Some(empty.path()), &[]));
+    assert_eq!(
+        environment(service(&doc, "producer"))["ADMIN_TOKEN"],
+        fallback,
+        "the README falls back to compose's default token"
+    );
+    let post = readme
+        .lines()
+        .find(|l| l.contains("curl -s -X POST localhost:9101/mode"))
+        .expect("a POST /mode example");
+    assert!(
+        post.contains("Authorization: Bearer $ADMIN_TOKEN"),
+        "the example sends the token it read: {post}"
     );
 }

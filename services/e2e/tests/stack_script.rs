@@ -14,7 +14,7 @@
 //! the [`NativeStack`] runs `down`.
 
 use candlepipe_testkit::http_client::{encode_query, get, post_form};
-use candlepipe_testkit::{free_port, wait_until, workspace_bin};
+use candlepipe_testkit::{free_port, wait_until, workspace_bin, V1Credential};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
@@ -36,6 +36,15 @@ const SERVICES: [&str; 5] = ["kafka", "influxdb", "prometheus", "producer", "con
 
 /// The InfluxDB token this stack is set up with (not the default: it must pass through).
 const TOKEN: &str = "stack-script-test-token";
+
+/// Grafana's read-only InfluxDB credential the stack is started with (not the defaults:
+/// INFLUXDB_READ_USER and INFLUXDB_READ_PASSWORD must pass through).
+fn reader() -> V1Credential {
+    V1Credential {
+        username: "grafana-test".to_owned(),
+        password: "stack-test-read-only".to_owned(),
+    }
+}
 
 /// Partitions of `candles` (not the default 6: `KAFKA_PARTITIONS` must pass through).
 const PARTITIONS: usize = 3;
@@ -71,6 +80,8 @@ impl NativeStack {
             .zip(ports.iter().map(u16::to_string))
             .collect();
         env.push(("INFLUXDB_TOKEN", TOKEN.to_owned()));
+        env.push(("INFLUXDB_READ_USER", reader().username));
+        env.push(("INFLUXDB_READ_PASSWORD", reader().password));
         env.push(("KAFKA_PARTITIONS", PARTITIONS.to_string()));
         // Values in `extra` win (the refusal test takes a port on purpose).
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
@@ -125,17 +136,21 @@ impl NativeStack {
             .collect()
     }
 
-    /// Runs InfluxQL on the stack's InfluxDB 2 as Grafana's datasource does: `/query` with
+    /// Runs InfluxQL on the stack's InfluxDB 2 with the admin token: `/query` with
     /// `db=crypto` (the bucket's virtual DBRP mapping), the statement as a form, and
     /// `Authorization: Token <token>`.
     fn influxql(&self, q: &str) -> Option<Value> {
+        self.influxql_as(&format!("Token {TOKEN}"), q)
+    }
+
+    /// [`Self::influxql`] with another `Authorization` header (Grafana's Basic credentials).
+    fn influxql_as(&self, authorization: &str, q: &str) -> Option<Value> {
         let url = format!(
             "http://127.0.0.1:{}/query?{}",
             self.influxdb,
             encode_query(&[("db", "crypto"), ("epoch", "ms")])
         );
-        let auth = format!("Token {TOKEN}");
-        match post_form(&url, &[("q", q)], &[("Authorization", auth.as_str())]) {
+        match post_form(&url, &[("q", q)], &[("Authorization", authorization)]) {
             Some((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
@@ -292,6 +307,29 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
         DATA_TIMEOUT,
         "1m candles of every dataset symbol in InfluxDB",
         || symbols_with_candles(&stack) == expected,
+    );
+    // Grafana's read-only credential, created by `up`: it reads the candles, and InfluxDB
+    // refuses it DROP MEASUREMENT.
+    let basic = reader().basic_auth_header();
+    let counted = |auth: &str| {
+        stack
+            .influxql_as(auth, "SELECT count(\"close\") FROM \"candle\"")
+            .and_then(|v| v["results"][0]["series"][0]["values"][0][1].as_u64())
+    };
+    assert!(
+        counted(&basic).is_some_and(|n| n > 0),
+        "the read-only credential reads the candles"
+    );
+    let dropped = stack
+        .influxql_as(&basic, "DROP MEASUREMENT \"candle\"")
+        .expect("InfluxDB answers the DROP");
+    assert_eq!(
+        dropped["results"][0]["error"], "insufficient permissions",
+        "the read-only credential may not drop: {dropped}"
+    );
+    assert!(
+        counted(&format!("Token {TOKEN}")).is_some_and(|n| n > 0),
+        "the candles are still there"
     );
     // Prometheus (on its generated loopback config) scrapes both services and itself.
     let jobs: BTreeSet<String> = ["producer", "consumer", "prometheus"]

@@ -29,7 +29,8 @@ pub use http_client::{encode_query, get, percent};
 pub use kafka::{produce_raw, read_topic, topic_configs, TopicRecord};
 pub use process::{free_port, require_binary, wait_until, ChildServer};
 pub use servers::{
-    java_partitions, version, Influxd, Influxd1, Kafka, Prometheus, INFLUX_ORG, INFLUX_TOKEN,
+    java_partitions, version, Influxd, Influxd1, Kafka, Prometheus, V1Credential, INFLUX_ORG,
+    INFLUX_TOKEN,
 };
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -15,7 +15,7 @@ mod key_partition;
 mod prometheus;
 
 pub use influxdb1::Influxd1;
-pub use influxdb2::{Influxd, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
+pub use influxdb2::{Influxd, V1Credential, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
 pub use kafka::Kafka;
 pub use key_partition::java_partitions;
 pub use prometheus::Prometheus;
