@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The candlepipe stack from native binaries, for machines without Docker (and for this
 # development environment). It mirrors docker-compose.yml: Apache Kafka in KRaft mode (one
-# node, broker and controller), InfluxDB 2, Prometheus, the producer and the consumer, plus
-# Grafana when a `grafana`/`grafana-server` binary is on the PATH. Everything listens on
-# 127.0.0.1 only.
+# node, broker and controller), InfluxDB 2, Alertmanager, Prometheus, the producer and the
+# consumer, plus Grafana when a `grafana`/`grafana-server` binary is on the PATH. Everything
+# listens on 127.0.0.1 only.
 #
 #   scripts/stack.sh up             install what is missing, build, start, wait, print URLs
 #   scripts/stack.sh status         what runs (exit 0 when every started service runs, 3 if not)
-#   scripts/stack.sh logs [-f] [service...]    kafka influxdb prometheus producer consumer grafana
+#   scripts/stack.sh logs [-f] [service...]    kafka influxdb alertmanager prometheus producer
+#                                               consumer grafana
 #   scripts/stack.sh down [-v]      stop what `up` started (-v also deletes the stored data)
 #
 # State lives in STACK_DIR (default .stack/ in the repo, git-ignored): one pid file and one
@@ -17,8 +18,10 @@
 #
 # Settings (environment variables; the names and defaults are those of .env.example):
 #   KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 INFLUXDB_PORT=8086 PROMETHEUS_PORT=9090
-#   GRAFANA_PORT=3000 PRODUCER_PORT=9101 CONSUMER_PORT=9102
+#   GRAFANA_PORT=3000 PRODUCER_PORT=9101 CONSUMER_PORT=9102 ALERTMANAGER_PORT=9094
 #                          loopback ports; `up` refuses to start when one is taken.
+#                          (Alertmanager's usual 9093, compose's default, is Kafka's
+#                          controller port here.)
 #   KAFKA_PARTITIONS=6     partitions of the `candles` topic when `up` creates it.
 #   KAFKA_HEAP_OPTS        the broker JVM's heap (default "-Xms128m -Xmx512m").
 #   INFLUXDB_ADMIN_USER INFLUXDB_ADMIN_PASSWORD INFLUXDB_ORG INFLUXDB_TOKEN
@@ -50,6 +53,7 @@ PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 GRAFANA_PORT=${GRAFANA_PORT:-3000}
 PRODUCER_PORT=${PRODUCER_PORT:-9101}
 CONSUMER_PORT=${CONSUMER_PORT:-9102}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9094}
 STACK_TIMEOUT=${STACK_TIMEOUT:-120}
 STACK_STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-45}
 
@@ -67,8 +71,8 @@ INFLUXDB_READ_PASSWORD=${INFLUXDB_READ_PASSWORD:-candlepipe-laptop-only-read}
 INFLUXDB_BUCKET=crypto
 
 # Start order; `down` stops the clients first, then the servers.
-SERVICES=(kafka influxdb prometheus producer consumer grafana)
-SERVERS=(prometheus influxdb kafka)
+SERVICES=(kafka influxdb alertmanager prometheus producer consumer grafana)
+SERVERS=(prometheus alertmanager influxdb kafka)
 CLIENTS=(grafana consumer producer)
 # What an older stack.sh ran (tansu, InfluxDB 1.x): `down` still stops it.
 LEGACY_SERVICES=(tansu influxd)
@@ -87,6 +91,7 @@ port_vars_of() {
     kafka) echo KAFKA_PORT KAFKA_CONTROLLER_PORT ;;
     influxdb) echo INFLUXDB_PORT ;;
     prometheus) echo PROMETHEUS_PORT ;;
+    alertmanager) echo ALERTMANAGER_PORT ;;
     producer) echo PRODUCER_PORT ;;
     consumer) echo CONSUMER_PORT ;;
     grafana) echo GRAFANA_PORT ;;
@@ -242,8 +247,9 @@ EOF
 }
 
 # prometheus/prometheus.yml names compose services (producer:9101, DNS discovery of every
-# consumer replica). The copy here keeps everything (global, rule_files, job names, any other
-# job setting) and replaces each job's target discovery by one static loopback target.
+# consumer replica, alertmanager:9093). The copy here keeps everything (global, rule_files,
+# job names, any other job setting) and replaces each job's target discovery by one static
+# loopback target, and the Alertmanager targets by this stack's Alertmanager.
 # Assumes each scrape job starts with `- job_name:` (the repo's file does).
 write_prometheus_config() {
   local dir=$STACK_DIR/prometheus src=$REPO/prometheus
@@ -252,7 +258,7 @@ write_prometheus_config() {
   for f in "$src"/*.yml; do
     [ "$(basename "$f")" = prometheus.yml ] || cp "$f" "$dir/"
   done
-  awk -v ports="prometheus=$PROMETHEUS_PORT producer=$PRODUCER_PORT consumer=$CONSUMER_PORT" '
+  awk -v ports="prometheus=$PROMETHEUS_PORT producer=$PRODUCER_PORT consumer=$CONSUMER_PORT influxdb=$INFLUXDB_PORT alertmanager=$ALERTMANAGER_PORT" '
     function indent(s) { match(s, /^ */); return RLENGTH }
     BEGIN {
       n = split(ports, kv, " ")
@@ -261,8 +267,15 @@ write_prometheus_config() {
     }
     skipping && ($0 ~ /^[ \t]*$/ || indent($0) > skip_indent) { next }
     { skipping = 0 }
+    /^[^ #]/ { in_scrape = 0; in_alerting = 0 }
     /^scrape_configs:/ { in_scrape = 1; print; next }
-    /^[^ #]/ { in_scrape = 0 }
+    /^alerting:/ { in_alerting = 1; print; next }
+    in_alerting && /^ *(- *)?static_configs:/ {
+      match($0, /^ *(- *)?/)
+      pad = sprintf("%" RLENGTH + 2 "s", "")
+      printf "%sstatic_configs:\n%s- targets: [\"127.0.0.1:%s\"]\n", substr($0, 1, RLENGTH), pad, port["alertmanager"]
+      skipping = 1; skip_indent = RLENGTH; next
+    }
     in_scrape && /^ *- *job_name:/ {
       print
       job = $0
@@ -283,6 +296,19 @@ write_prometheus_config() {
   if command -v promtool >/dev/null 2>&1; then
     promtool check config "$dir/prometheus.yml" >"$dir/promtool.log" 2>&1 ||
       { cat "$dir/promtool.log" >&2; die "the generated $dir/prometheus.yml is invalid"; }
+  fi
+}
+
+# The repo's alertmanager.yml as compose mounts it: secret files it names under
+# /etc/alertmanager/ are read from the repo's alertmanager/ folder instead.
+write_alertmanager_config() {
+  local dir=$STACK_DIR/alertmanager
+  mkdir -p "$dir"
+  sed "s#/etc/alertmanager/#$REPO/alertmanager/#g" "$REPO/alertmanager/alertmanager.yml" \
+    >"$dir/alertmanager.yml"
+  if command -v amtool >/dev/null 2>&1; then
+    amtool check-config "$dir/alertmanager.yml" >"$dir/amtool.log" 2>&1 ||
+      { cat "$dir/amtool.log" >&2; die "alertmanager/alertmanager.yml is invalid (see above)"; }
   fi
 }
 
@@ -582,6 +608,26 @@ start_influxdb() {
   create_grafana_reader
 }
 
+# Upstream names it `alertmanager`, Debian's prometheus-alertmanager package
+# `prometheus-alertmanager`.
+alertmanager_bin() {
+  command -v alertmanager 2>/dev/null || command -v prometheus-alertmanager 2>/dev/null || true
+}
+
+start_alertmanager() {
+  local bin
+  bin=$(alertmanager_bin)
+  [ -n "$bin" ] || die "Alertmanager is not installed: apt-get install prometheus-alertmanager"
+  write_alertmanager_config
+  # One instance: no gossip cluster (its default port 9094 stays closed).
+  launch alertmanager "$(basename "$bin")" "$STACK_DIR/alertmanager" "$bin" \
+    "--config.file=$STACK_DIR/alertmanager/alertmanager.yml" \
+    "--storage.path=$STACK_DIR/alertmanager/data" \
+    "--web.listen-address=127.0.0.1:$ALERTMANAGER_PORT" \
+    --cluster.listen-address=
+  wait_for alertmanager "answer on /-/ready" answers_http "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 200
+}
+
 start_prometheus() {
   write_prometheus_config
   launch prometheus prometheus "$STACK_DIR/prometheus" prometheus \
@@ -641,6 +687,7 @@ candlepipe runs (state, logs: $STACK_DIR):
   Kafka          127.0.0.1:$KAFKA_PORT          topics $KAFKA_TOPIC, $KAFKA_DLQ_TOPIC
   InfluxDB 2     http://127.0.0.1:$INFLUXDB_PORT     org $INFLUXDB_ORG, bucket $INFLUXDB_BUCKET (user $INFLUXDB_ADMIN_USER, token \$INFLUXDB_TOKEN)
   Prometheus     http://127.0.0.1:$PROMETHEUS_PORT
+  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT     receiver \`default\` in alertmanager/alertmanager.yml
   producer       http://127.0.0.1:$PRODUCER_PORT/metrics   /healthz /readyz /mode
   consumer       http://127.0.0.1:$CONSUMER_PORT/metrics   /healthz /readyz
 EOF
@@ -744,7 +791,7 @@ cmd_down() {
   stop_services "${SERVERS[@]}" "${LEGACY_SERVICES[@]}"
   if [ "$purge" = 1 ]; then
     log "deleting the stack's data and logs in $STACK_DIR"
-    rm -rf "$STACK_DIR"/{kafka,influxdb2,prometheus,grafana} "$STACK_DIR"/*.log
+    rm -rf "$STACK_DIR"/{kafka,influxdb2,alertmanager,prometheus,grafana} "$STACK_DIR"/*.log
     # What an older stack.sh stored (tansu's log, InfluxDB 1.x).
     rm -rf "$STACK_DIR"/{tansu,influxdb}
   fi
@@ -766,7 +813,7 @@ cmd_status() {
     case $svc in
       kafka) if port_in_use "$port"; then health=listening; else health="not listening"; fi ;;
       influxdb) health="/health $(http_status "http://127.0.0.1:$port/health")" ;;
-      prometheus) health="/-/ready $(http_status "http://127.0.0.1:$port/-/ready")" ;;
+      prometheus | alertmanager) health="/-/ready $(http_status "http://127.0.0.1:$port/-/ready")" ;;
       producer | consumer) health="/readyz $(http_status "http://127.0.0.1:$port/readyz")" ;;
       grafana) health="/api/health $(http_status "http://127.0.0.1:$port/api/health")" ;;
     esac

@@ -13,8 +13,9 @@
 //!   it stands for, plus the logging variables of `candlepipe_model::telemetry`;
 //! * ports and host names: the parsed `--http-addr`, `prometheus/prometheus.yml`, the Grafana
 //!   datasources, the services' healthchecks and the Kafka advertised listeners;
-//! * Grafana and Prometheus files: the mounts, the dashboards provider path, the home
-//!   dashboard, the datasource UIDs the dashboards use;
+//! * Grafana, Prometheus and Alertmanager files: the mounts, the dashboards provider path,
+//!   the home dashboard, the datasource UIDs the dashboards use, the Alertmanager Prometheus
+//!   sends to and the receiver its route ends at;
 //! * `.env.example`: the same variables as the compose file, documented, and the same
 //!   defaults;
 //! * the image: the Dockerfile installs the healthcheck tool, bakes the dataset where
@@ -662,25 +663,32 @@ fn metrics_ports_match_the_binaries_and_the_consumer_scales() {
     }
 }
 
+/// The value of `--{flag}=` in the command of service `name`.
+fn command_flag(doc: &Yaml, name: &str, flag: &str) -> String {
+    let command = strings(&service(doc, name)["command"]);
+    command
+        .iter()
+        .find_map(|c| c.strip_prefix(&format!("--{flag}=")))
+        .unwrap_or_else(|| panic!("{name} command sets no --{flag}: {command:?}"))
+        .to_owned()
+}
+
+/// Service `name`'s `--config.file`, read from the repo folder mounted at `mount`, and
+/// that folder.
+fn mounted_config(doc: &Yaml, name: &str, mount: &str) -> (Yaml, PathBuf) {
+    let dir = mounted_at(service(doc, name), name, mount);
+    let config_file = command_flag(doc, name, "config.file");
+    let rel = config_file
+        .strip_prefix(&format!("{mount}/"))
+        .unwrap_or_else(|| panic!("{name}'s --config.file={config_file} is outside {mount}"));
+    (parse_yaml(&config_file, &read(&dir.join(rel))), dir)
+}
+
 #[test]
 fn prometheus_scrapes_the_compose_services_on_their_metrics_ports() {
     let doc = resolved();
-    let prom = service(&doc, "prometheus");
-    let config_dir = mounted_at(prom, "prometheus", "/etc/prometheus");
-    let command = strings(&prom["command"]);
-    let flag = |name: &str| {
-        command
-            .iter()
-            .find_map(|c| c.strip_prefix(&format!("--{name}=")))
-            .unwrap_or_else(|| panic!("prometheus command sets no --{name}: {command:?}"))
-            .to_owned()
-    };
-    let config_file = flag("config.file");
-    let rel = config_file
-        .strip_prefix("/etc/prometheus/")
-        .unwrap_or_else(|| panic!("--config.file={config_file} is outside the mounted folder"));
-    let config = parse_yaml(&config_file, &read(&config_dir.join(rel)));
-    let self_port = host_port(&flag("web.listen-address")).1;
+    let (config, config_dir) = mounted_config(&doc, "prometheus", "/etc/prometheus");
+    let self_port = host_port(&command_flag(&doc, "prometheus", "web.listen-address")).1;
     assert!(container_ports(&doc, "prometheus").contains(&self_port));
 
     for rules in strings(&config["rule_files"]) {
@@ -712,9 +720,49 @@ fn prometheus_scrapes_the_compose_services_on_their_metrics_ports() {
             scraped.insert(host);
         }
     }
-    for app in ["producer", "consumer"] {
+    for app in ["producer", "consumer", "influxdb"] {
         assert!(scraped.contains(app), "Prometheus does not scrape {app}");
     }
+}
+
+#[test]
+fn prometheus_sends_alerts_to_the_alertmanager_service_which_loads_the_repo_config() {
+    let doc = resolved();
+    let (prometheus, _) = mounted_config(&doc, "prometheus", "/etc/prometheus");
+    let managers = prometheus["alerting"]["alertmanagers"]
+        .as_vec()
+        .expect("prometheus.yml has alerting.alertmanagers");
+    let targets: Vec<String> = managers
+        .iter()
+        .flat_map(|m| m["static_configs"].as_vec().cloned().unwrap_or_default())
+        .flat_map(|sc| strings(&sc["targets"]))
+        .collect();
+    assert_eq!(
+        targets,
+        ["alertmanager:9093"],
+        "prometheus.yml alerting targets"
+    );
+    let listen = host_port(&command_flag(&doc, "alertmanager", "web.listen-address")).1;
+    assert_listens(&doc, "alertmanager", listen, "alerting.alertmanagers");
+    assert_eq!(listen, 9093);
+
+    // Alertmanager runs the repo's file, whose root route ends at a receiver it defines.
+    let (config, _) = mounted_config(&doc, "alertmanager", "/etc/alertmanager");
+    let receiver = scalar(&config["route"]["receiver"]);
+    let receivers: Vec<String> = config["receivers"]
+        .as_vec()
+        .expect("alertmanager.yml has receivers")
+        .iter()
+        .map(|r| scalar(&r["name"]))
+        .collect();
+    assert!(
+        receivers.contains(&receiver),
+        "the root route sends to {receiver:?}, not one of the receivers {receivers:?}"
+    );
+    assert!(
+        read(&repo(".gitignore")).contains("/alertmanager/secrets/"),
+        "the secrets folder alertmanager.yml suggests must be git-ignored"
+    );
 }
 
 // ------------------------------------------------------------------------------------------

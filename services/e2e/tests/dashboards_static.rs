@@ -1109,6 +1109,7 @@ fn prometheus_scrapes_the_compose_services_every_5s_and_loads_the_rules() {
     assert_eq!(targets["producer"], ["producer:9101"]);
     assert_eq!(targets["consumer"], ["consumer:9102"]);
     assert_eq!(targets["prometheus"], ["localhost:9090"]);
+    assert_eq!(targets["influxdb"], ["influxdb:8086"]);
 }
 
 #[test]
@@ -1153,6 +1154,10 @@ fn every_alert_has_for_severity_annotations_and_a_unit_test() {
         "CandlepipeDeadLetters",
         "CandlepipeProducerStalled",
         "CandlepipeTargetDown",
+        "CandlepipeConsumerBackpressure",
+        "CandlepipeYahooRateLimited",
+        "CandlepipeEndToEndLatencyHigh",
+        "CandlepipeLateCandlesDropped",
     ] {
         assert!(
             alerts.contains(required),

@@ -3,8 +3,9 @@
 //! The script is how people without Docker run candlepipe, so it is tested the way they use
 //! it: `up` starts what docker-compose.yml runs (Apache Kafka in KRaft mode with the topics
 //! kafka-init creates, InfluxDB 2 set up with an org, the bucket `crypto` and a token,
-//! Prometheus, the producer and the consumer on the real bundled `dataset/`, replayed fast),
-//! the candles must reach InfluxDB and Prometheus must scrape both services, then `down` must
+//! Alertmanager, Prometheus, the producer and the consumer on the real bundled `dataset/`,
+//! replayed fast), the candles must reach InfluxDB, Prometheus must scrape both services and
+//! InfluxDB and send to the stack's Alertmanager, then `down` must
 //! stop every process it started. A second `up` on the same state must reuse it (Kafka's
 //! storage is formatted once, InfluxDB is set up once), and `down -v` must delete it.
 //!
@@ -32,7 +33,14 @@ fn repo() -> PathBuf {
 }
 
 /// The services `up` starts here (no Grafana is installed in this environment).
-const SERVICES: [&str; 5] = ["kafka", "influxdb", "prometheus", "producer", "consumer"];
+const SERVICES: [&str; 6] = [
+    "kafka",
+    "influxdb",
+    "alertmanager",
+    "prometheus",
+    "producer",
+    "consumer",
+];
 
 /// The InfluxDB token this stack is set up with (not the default: it must pass through).
 const TOKEN: &str = "stack-script-test-token";
@@ -56,6 +64,7 @@ struct NativeStack {
     kafka: u16,
     influxdb: u16,
     prometheus: u16,
+    alertmanager: u16,
 }
 
 impl NativeStack {
@@ -68,8 +77,9 @@ impl NativeStack {
             "GRAFANA_PORT",
             "PRODUCER_PORT",
             "CONSUMER_PORT",
+            "ALERTMANAGER_PORT",
         ];
-        // Seven distinct free ports (the kernel could hand the same one out twice).
+        // Eight distinct free ports (the kernel could hand the same one out twice).
         let mut ports = BTreeSet::new();
         while ports.len() < names.len() {
             ports.insert(free_port());
@@ -100,6 +110,7 @@ impl NativeStack {
             kafka: port("KAFKA_PORT"),
             influxdb: port("INFLUXDB_PORT"),
             prometheus: port("PROMETHEUS_PORT"),
+            alertmanager: port("ALERTMANAGER_PORT"),
             env,
         }
     }
@@ -331,13 +342,26 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
         counted(&format!("Token {TOKEN}")).is_some_and(|n| n > 0),
         "the candles are still there"
     );
-    // Prometheus (on its generated loopback config) scrapes both services and itself.
-    let jobs: BTreeSet<String> = ["producer", "consumer", "prometheus"]
+    // Prometheus (on its generated loopback config) scrapes both services, InfluxDB and
+    // itself, and sends alerts to the stack's Alertmanager.
+    let jobs: BTreeSet<String> = ["producer", "consumer", "influxdb", "prometheus"]
         .map(str::to_owned)
         .into();
     wait_until(DATA_TIMEOUT, "Prometheus to scrape every job", || {
         jobs.is_subset(&jobs_up(&stack))
     });
+    let alertmanager = format!("127.0.0.1:{}", stack.alertmanager);
+    wait_until(
+        DATA_TIMEOUT,
+        "Prometheus to list the stack's Alertmanager",
+        || {
+            get(&format!(
+                "http://127.0.0.1:{}/api/v1/alertmanagers",
+                stack.prometheus
+            ))
+            .is_some_and(|(status, body)| status == 200 && body.contains(&alertmanager))
+        },
+    );
 
     let status = stack.run(&["status"]);
     assert!(
@@ -407,7 +431,7 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
     );
     let left: Vec<_> = pids.iter().filter(|(_, pid)| process_runs(*pid)).collect();
     assert!(left.is_empty(), "still running after `down -v`: {left:?}");
-    for data in ["kafka", "influxdb2", "prometheus"] {
+    for data in ["kafka", "influxdb2", "alertmanager", "prometheus"] {
         assert!(
             !stack.state.path().join(data).exists(),
             "`down -v` left {data}/ behind"
