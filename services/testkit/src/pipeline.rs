@@ -121,6 +121,11 @@ impl ServiceProcess {
     pub fn log(&self) -> String {
         self.server.log_tail()
     }
+
+    /// Everything the process logged so far.
+    pub fn full_log(&self) -> String {
+        self.server.log_text()
+    }
 }
 
 /// Reads one metric from a `/metrics` endpoint, summed over label sets.
