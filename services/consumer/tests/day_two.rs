@@ -3,7 +3,7 @@
 //!
 //! * Late data is visible: the consumer drops candles older than its horizon (README "Late
 //!   data") and says so in a rate-limited WARN naming the symbol and times, not only in a
-//!   counter.
+//!   counter; in a log file, as plain text without colour codes.
 //! * The topic is the log of record: a consumer with a new group reads it from the earliest
 //!   offset into a new bucket, and the bucket it builds equals the one built live.
 
@@ -52,6 +52,8 @@ fn late_drops_are_logged_rate_limited_with_the_symbol_and_times() {
         .filter(|l| l.contains("dropped a late"))
         .collect();
     assert!(!warnings.is_empty(), "no late-drop warning in:\n{log}");
+    // a log file gets plain text: no ANSI colour codes (they are for terminals)
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file:\n{log}");
     assert!(warnings.len() < 10, "not rate limited: {warnings:#?}");
     let first = warnings[0];
     assert!(first.contains("WARN"), "{first}");
