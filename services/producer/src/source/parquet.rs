@@ -33,6 +33,7 @@
 //! low, open time out of order, …) is a *bad row*: counted, logged with its file and row
 //! number, and skipped. A file that cannot be read at all is a [`FileError`].
 
+use crate::source::regular::{self, OpenError};
 use crate::source::replay::ReplayStats;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -83,6 +84,8 @@ pub enum FileError {
     Io(#[from] std::io::Error),
     #[error("file is empty (0 bytes)")]
     Empty,
+    #[error("not a regular file: {0}; only regular files are replayed")]
+    NotRegular(String),
     #[error("not a readable parquet file: {0}")]
     NotParquet(ParquetError),
     #[error("holds no rows")]
@@ -106,6 +109,16 @@ pub enum FileError {
     /// A Binance kline file (`klines.rs`) that cannot be read.
     #[error(transparent)]
     Klines(#[from] crate::source::klines::KlineError),
+}
+
+impl From<OpenError> for FileError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io(e) => FileError::Io(e),
+            OpenError::NotRegular(what) => FileError::NotRegular(what),
+            OpenError::Empty => FileError::Empty,
+        }
+    }
 }
 
 /// Why one row was skipped.
@@ -243,10 +256,7 @@ fn open_checked(
     path: &Path,
     options: ArrowReaderOptions,
 ) -> Result<(File, ArrowReaderMetadata, Vec<usize>), FileError> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Err(FileError::Empty);
-    }
+    let file = regular::open(path)?;
     let meta = ArrowReaderMetadata::load(&file, options).map_err(FileError::NotParquet)?;
     let columns = check_schema(meta.schema())?;
     Ok((file, meta, columns))
