@@ -81,7 +81,7 @@ const OPTIONAL_FLOATS: [&str; 3] = [QUOTE_VOLUME, TAKER_BASE, TAKER_QUOTE];
 #[derive(Debug, Error)]
 pub enum FileError {
     #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("file is empty (0 bytes)")]
     Empty,
     #[error("not a regular file: {0}; only regular files are replayed")]
@@ -100,8 +100,8 @@ pub enum FileError {
         found: DataType,
         expected: &'static str,
     },
-    #[error("cannot decode rows from row {row} on: {source}")]
-    Decode { row: u64, source: ArrowError },
+    #[error("cannot decode rows from row {row} on: {cause}")]
+    Decode { row: u64, cause: ArrowError },
     #[error("cannot set up the reader: {0}")]
     Reader(ParquetError),
     #[error("cannot read it to make its small-page copy for the replay cache: {0}")]
@@ -133,7 +133,22 @@ pub enum BadRow {
     #[error("open_time {open_time} is not after the previous row's {previous}: rows must be sorted by open_time without duplicates")]
     OutOfOrder { open_time: i64, previous: i64 },
     #[error("{0}")]
-    Invalid(#[from] InvalidCandle),
+    Invalid(InvalidCandle),
+}
+
+// The wrapped errors are part of the message, so they are not also a `source()`: a cause
+// chain printed with `{:#}` shows each once (see `replay.rs`'s tests). Hence plain `From`s
+// instead of thiserror's `#[from]`.
+impl From<std::io::Error> for FileError {
+    fn from(e: std::io::Error) -> Self {
+        FileError::Io(e)
+    }
+}
+
+impl From<InvalidCandle> for BadRow {
+    fn from(e: InvalidCandle) -> Self {
+        BadRow::Invalid(e)
+    }
 }
 
 /// The part of the replay a cursor delivers: `[start, end)` in original open time, ms.
@@ -514,7 +529,7 @@ impl FileCursor {
                 Some(Err(source)) => {
                     return Err(FileError::Decode {
                         row: self.rows_read,
-                        source,
+                        cause: source,
                     })
                 }
                 Some(Ok(batch)) if batch.num_rows() == 0 => continue,
@@ -522,7 +537,7 @@ impl FileCursor {
             };
             let columns = Columns::new(&batch).map_err(|source| FileError::Decode {
                 row: self.rows_read,
-                source,
+                cause: source,
             })?;
             self.next_in_batch = 0;
             self.batch = Some(columns);
