@@ -11,7 +11,8 @@
 //! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
 //! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
-//! (glibc malloc settings that keep RSS near what is live).
+//! (glibc malloc settings that keep RSS near what is live); [`secret`] reads the
+//! `*_FILE` variants of secrets (the Docker-secrets convention).
 //!
 //! With the `parquet` feature, [`repack`] rewrites a parquet candle file with small pages:
 //! the producer's replay cache and `datagen --repack-from` share it (the consumer does not
@@ -24,6 +25,7 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "parquet")]
 pub mod repack;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

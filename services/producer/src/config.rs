@@ -3,6 +3,7 @@
 
 use crate::mode::Mode;
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::secret::{self, SecretError, SecretName};
 use candlepipe_model::time::{parse_duration, parse_instant_ms};
 use clap::{ArgAction, Parser};
 use std::net::SocketAddr;
@@ -131,6 +132,12 @@ pub struct ProducerConfig {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
+    /// File holding the admin token (Docker secrets, e.g. `/run/secrets/admin_token`), one
+    /// trailing newline ignored; unlike `--admin-token` it shows in neither `ps` nor the
+    /// environment. Setting both is an error.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
     /// How long a shutdown waits for in-flight candles to be acknowledged.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub shutdown_timeout: Duration,
@@ -168,7 +175,23 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}: want e.g. 64MiB"))
 }
 
+/// `--admin-token` / `ADMIN_TOKEN` and its `_FILE` twin.
+pub const ADMIN_TOKEN: SecretName = SecretName {
+    var: "ADMIN_TOKEN",
+    flag: "--admin-token",
+};
+
 impl ProducerConfig {
+    /// Reads `--admin-token-file` into `admin_token` (see [`candlepipe_model::secret`]).
+    pub fn resolve_secrets(&mut self) -> Result<(), SecretError> {
+        self.admin_token = secret::resolve(
+            ADMIN_TOKEN,
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
     /// `--loop` unless `--no-loop` (or `REPLAY_LOOP=false`).
     pub fn looping(&self) -> bool {
         self.looping && !self.no_loop

@@ -27,8 +27,12 @@ fn main() -> ExitCode {
 async fn start(malloc: alloc::Tuned) -> ExitCode {
     telemetry::init();
     tracing::debug!(settings = %malloc.describe(), "malloc");
-    let cfg = ProducerConfig::parse();
-    telemetry::exit_code("producer", run(cfg).await)
+    let mut cfg = ProducerConfig::parse();
+    let result = match cfg.resolve_secrets() {
+        Ok(()) => run(cfg).await,
+        Err(e) => Err(e.into()),
+    };
+    telemetry::exit_code("producer", result)
 }
 
 async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
