@@ -14,6 +14,9 @@
 //! (glibc malloc settings that keep RSS near what is live); [`secret`] reads the
 //! `*_FILE` variants of secrets (the Docker-secrets convention).
 //!
+//! With the `http-client` feature, [`http_body`] reads HTTP response bodies with a size cap
+//! (both binaries' HTTP clients use it).
+//!
 //! With the `parquet` feature, [`repack`] rewrites a parquet candle file with small pages:
 //! the producer's replay cache and `datagen --repack-from` share it (the consumer does not
 //! build parquet).
@@ -22,6 +25,8 @@ pub mod alloc;
 pub mod candle;
 pub mod codec;
 pub mod http;
+#[cfg(feature = "http-client")]
+pub mod http_body;
 pub mod kafka;
 #[cfg(feature = "parquet")]
 pub mod repack;

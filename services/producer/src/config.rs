@@ -124,6 +124,11 @@ pub struct ProducerConfig {
     #[arg(long, env = "LIVE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub live_request_timeout: Duration,
 
+    /// Live mode: the largest Yahoo answer read (e.g. 16MiB); a larger one is dropped
+    /// unread and counted as fetch error `too_large`.
+    #[arg(long, env = "LIVE_MAX_RESPONSE_BYTES", value_parser = parse_bytes, default_value = "16MiB")]
+    pub live_max_response_bytes: u64,
+
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, `/mode`).
     #[arg(long, env = "PRODUCER_HTTP_ADDR", default_value = "0.0.0.0:9101")]
     pub http_addr: SocketAddr,
@@ -242,5 +247,9 @@ mod tests {
             crate::source::cache::DEFAULT_PAGE_BUDGET
         );
         assert_eq!(d.replay_cache, None);
+        assert_eq!(
+            d.live_max_response_bytes,
+            crate::source::live::DEFAULT_MAX_RESPONSE_BYTES
+        );
     }
 }

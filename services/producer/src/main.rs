@@ -88,6 +88,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
             backfill: cfg.live_backfill,
             base_url: cfg.yahoo_base_url.clone(),
             request_timeout: cfg.live_request_timeout,
+            max_response_bytes: cfg.live_max_response_bytes,
             kafka: cfg.kafka.clone(),
         },
         metrics.clone(),
