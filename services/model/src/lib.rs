@@ -11,7 +11,8 @@
 //! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
 //! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
-//! (glibc malloc settings that keep RSS near what is live); [`secret`] reads the
+//! (glibc malloc settings that keep RSS near what is live); [`errlog`] turns a flood of
+//! repeated errors into a summary line per kind per interval; [`secret`] reads the
 //! `*_FILE` variants of secrets (the Docker-secrets convention).
 //!
 //! With the `http-client` feature, [`http_body`] reads HTTP response bodies with a size cap
@@ -24,6 +25,7 @@
 pub mod alloc;
 pub mod candle;
 pub mod codec;
+pub mod errlog;
 pub mod http;
 #[cfg(feature = "http-client")]
 pub mod http_body;
