@@ -18,6 +18,9 @@ Outputs, per input (SYMBOL is the parquet file stem):
   testdata/analytics/SYMBOL.rollups.csv     interval (1m/5m/15m/1h), open_time (window start,
       Unix ms), open, high, low, close, volume, quote_volume, trades, taker_buy_base,
       taker_buy_quote, vwap; empty cell = field absent.
+  testdata/analytics/SYMBOL.window_indicators.csv  interval (5m/15m/1h), open_time (window
+      start, Unix ms) and every indicator field, over that interval's window closes, for
+      every row of the file (not cut: the 1h series needs the whole file to warm up).
 
 Conventions (match the consumer, see its rollup.rs / indicator.rs module docs):
   * Rollups: resample(w, label="left", closed="left"), windows without candles dropped.
@@ -33,6 +36,10 @@ Conventions (match the consumer, see its rollup.rs / indicator.rs module docs):
     volatility_20 21, ema_26/macd 26, macd_signal/macd_hist 34.
   * macd_signal = macd.ewm(span=9, adjust=False) over the full macd series from candle 1
     (macd is 0 at candle 1, since both EMAs are seeded with the first close).
+  * Window indicators (5m/15m/1h): the same indicators over the series of window closes,
+    close = resample(w, label="left", closed="left").last() with empty windows dropped (gaps
+    stay gaps), the warm-up index counted in windows. The last window is the one still
+    filling: its close is the newest candle's close.
 """
 
 from __future__ import annotations
@@ -47,9 +54,12 @@ ROOT = Path(__file__).resolve().parent.parent
 REAL = ROOT / "testdata" / "real-ohlcv"
 OUT = ROOT / "testdata" / "analytics"
 
-# (parquet stem, number of leading rows used; None = all). UNITTEST-BTC is cut to keep the
-# fixtures small (< 3 MB in total); the Rust test feeds exactly the rows the fixture covers.
+# (parquet stem, number of leading rows used for the 1m indicators and the rollups; None =
+# all). UNITTEST-BTC is cut to keep those fixtures small; the Rust test feeds exactly the rows
+# each fixture covers. The window indicators always use every row.
 INPUTS = [("XRP-ETH", None), ("UNITTEST-BTC", 2500)]
+
+WINDOWS = [("5m", "5min"), ("15m", "15min"), ("1h", "1h")]
 
 OPTIONAL_SUMS = {
     # consumer field name: Kaggle column name
@@ -135,6 +145,16 @@ def indicators(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def window_indicators(df: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for label, rule in WINDOWS:
+        closes = df["close"].resample(rule, label="left", closed="left").last().dropna()
+        w = indicators(closes.to_frame("close"))
+        w.insert(0, "interval", label)
+        frames.append(w)
+    return pd.concat(frames)
+
+
 def rollups(df: pd.DataFrame) -> pd.DataFrame:
     frames = []
     typical_volume = (df["high"] + df["low"] + df["close"]) / 3.0 * df["volume"]
@@ -187,7 +207,13 @@ def main() -> None:
         ind.to_csv(args.out / f"{stem}.indicators.csv", index=False, float_format="%.17g")
         roll = rollups(df)
         roll.to_csv(args.out / f"{stem}.rollups.csv", index=False, float_format="%.17g")
-        print(f"{stem}: {len(df)} candles, {len(roll)} rollup windows -> {args.out}")
+        whole = load(stem, None)
+        wind = window_indicators(whole)
+        wind.to_csv(args.out / f"{stem}.window_indicators.csv", index=False, float_format="%.17g")
+        print(
+            f"{stem}: {len(df)} candles, {len(roll)} rollup windows; "
+            f"{len(whole)} candles, {len(wind)} window indicator rows -> {args.out}"
+        )
 
 
 if __name__ == "__main__":

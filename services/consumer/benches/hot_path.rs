@@ -13,23 +13,11 @@ use candlepipe_consumer::lineproto::encode_all;
 use candlepipe_consumer::point::Point;
 use candlepipe_consumer::state::Aggregator;
 use candlepipe_model::{codec, Candle};
-use candlepipe_testkit::fixtures::synthetic;
+use common::{decode_aggregate_encode, messages, BATCH, HORIZON_MS};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 
-const BATCH: usize = 10_000;
-const HORIZON_MS: i64 = 3_600_000;
-
-fn messages() -> Vec<Vec<u8>> {
-    synthetic(100, 1_000, 3)
-        .iter()
-        .map(|c| {
-            let mut buf = Vec::new();
-            codec::encode(c, 1_700_000_000_000, &mut buf).unwrap();
-            buf
-        })
-        .collect()
-}
+mod common;
 
 fn hot_path(c: &mut Criterion) {
     let msgs = messages();
@@ -95,21 +83,7 @@ fn hot_path(c: &mut Criterion) {
     group.bench_function("decode_aggregate_encode", |b| {
         b.iter_batched(
             || Aggregator::new(HORIZON_MS),
-            |mut agg| {
-                let mut points = Vec::new();
-                let mut bytes = 0;
-                for batch in msgs.chunks(BATCH) {
-                    for m in batch {
-                        let c = codec::decode(m).unwrap();
-                        agg.apply(&c);
-                    }
-                    points.clear();
-                    agg.flush(&mut points);
-                    let encoded = encode_all(&points);
-                    bytes += encoded.body(0..encoded.lines.len()).len();
-                }
-                black_box(bytes)
-            },
+            |mut agg| black_box(decode_aggregate_encode(&mut agg, &msgs)),
             BatchSize::LargeInput,
         )
     });

@@ -55,9 +55,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Candles of history a symbol needs after a rebuild for its indicators to match an
-/// uninterrupted run: the EMA/RSI seeds fade below 1e-12 after about 500 candles.
-pub const REBUILD_HISTORY: usize = 600;
+/// A rebuild settles the state every this many messages, so re-reading a long history
+/// holds only the retained candles in memory, not everything read.
+const REBUILD_SETTLE_EVERY: u64 = 10_000;
 
 /// How long the loop waits on a write before fetching is paused (counted from when the
 /// loop starts waiting, after it collected and aggregated the next batch).
@@ -490,7 +490,8 @@ impl MicroBatchEngine {
     }
 
     /// Re-reads partition `p` before `committed` into the state, writing nothing, until
-    /// every symbol seen has [`REBUILD_HISTORY`] candles or the log start is reached.
+    /// every symbol seen has enough history ([`crate::state::Aggregator::rebuilt_enough`]:
+    /// 600 1m candles and 400 windows of each rollup interval) or the log start is reached.
     async fn rebuild(&mut self, p: i32, committed: i64) -> anyhow::Result<()> {
         let reader = self.reader()?;
         let topic = self.kafka.topic.clone();
@@ -525,6 +526,9 @@ impl MicroBatchEngine {
                                 self.symbol_partition.insert(c.symbol.clone(), p);
                                 self.aggregator.apply(&c);
                             }
+                            if read.is_multiple_of(REBUILD_SETTLE_EVERY) {
+                                self.aggregator.discard_pending();
+                            }
                         }
                         Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
                         Some(Err(e)) => tracing::warn!("rebuild read of partition {p}: {e}"),
@@ -546,10 +550,7 @@ impl MicroBatchEngine {
                         candlepipe_model::Source::Live,
                     ]
                     .iter()
-                    .map(|src| self.aggregator.history_len(*src, s))
-                    .max()
-                    .unwrap_or(0)
-                        < REBUILD_HISTORY
+                    .all(|src| !self.aggregator.rebuilt_enough(*src, s))
                 });
             if !short || from == low {
                 tracing::info!(partition = p, from, to = committed, messages = read,

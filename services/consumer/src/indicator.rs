@@ -1,5 +1,11 @@
-//! Indicators over a symbol's sequence of 1m closes: what each one means and how it is
-//! advanced by one candle.
+//! Indicators over a sequence of closes: what each one means, how it is advanced by one
+//! candle, and the [`Walk`] that recomputes a stretch of a series.
+//!
+//! The same definitions run over every interval's closes: the 1m candles' own closes, and
+//! the closes of the 5m, 15m and 1h windows (a window's close is its newest candle's close,
+//! so the window still filling counts with its latest close). `state.rs` walks the 1m
+//! series and `window_series.rs` the rollup series; both go through [`Walk`], so one
+//! formula serves four intervals.
 //!
 //! Two kinds, stored differently:
 //!
@@ -31,8 +37,8 @@
 //! (re-applied recent history) is past it too, and its EMA seeds have faded below 1e-12
 //! after a few hundred candles, so it writes what an uninterrupted run writes.
 
-use crate::point::IndicatorPoint;
-use candlepipe_model::Source;
+use crate::point::{IndicatorPoint, Point};
+use candlepipe_model::{Interval, Source};
 use std::sync::Arc;
 
 /// Length of the rolling windows (SMA, Bollinger, volatility).
@@ -195,13 +201,16 @@ pub struct Rolling {
     pub log_returns: Trailing,
 }
 
+/// Which series a point belongs to: symbol, source and the interval whose closes it runs
+/// over.
+pub type Series<'a> = (&'a Arc<str>, Source, Interval);
+
 /// The indicator point of the candle with 1-based `index`, from its recursion snapshot, its
 /// log return (ignored at index 1) and the rolling windows ending at it. Fields before their
 /// [`FirstIndex`] are `None`.
 #[inline]
 pub fn indicator_point(
-    symbol: &Arc<str>,
-    source: Source,
+    (symbol, source, interval): Series<'_>,
     time: i64,
     index: u64,
     state: &Recursion,
@@ -227,6 +236,7 @@ pub fn indicator_point(
     IndicatorPoint {
         symbol: Arc::clone(symbol),
         source: Some(source),
+        interval,
         time,
         sma_20: bollinger.map(|(mean, _)| mean),
         ema_12: from(FirstIndex::EMA_12, state.ema_12),
@@ -241,6 +251,105 @@ pub fn indicator_point(
         log_return: from(FirstIndex::LOG_RETURN, log_return),
         volatility_20: volatility,
     }
+}
+
+/// A pass over a series of closes from one position to the newest: recomputes each
+/// position's [`Recursion`] snapshot from its predecessor's and, when points are wanted,
+/// emits each position's indicator point (none for a series' first close, which has no
+/// field at all).
+pub struct Walk<'a> {
+    symbol: &'a Arc<str>,
+    source: Source,
+    interval: Interval,
+    /// 1-based warm-up index of the next position.
+    index: u64,
+    /// Snapshot and close of the previous position.
+    previous: Option<(Recursion, f64)>,
+    rolling: Rolling,
+    out: Option<&'a mut Vec<Point>>,
+}
+
+impl<'a> Walk<'a> {
+    /// A walk starting at the position with 1-based warm-up `index`, after a predecessor
+    /// whose snapshot and close are `previous` (`None` at a series' first close), with the
+    /// rolling windows ending at that predecessor ([`resume_rolling`]).
+    pub fn new(
+        (symbol, source, interval): Series<'a>,
+        index: u64,
+        previous: Option<(Recursion, f64)>,
+        rolling: Rolling,
+        out: Option<&'a mut Vec<Point>>,
+    ) -> Self {
+        Walk {
+            symbol,
+            source,
+            interval,
+            index,
+            previous,
+            rolling,
+            out,
+        }
+    }
+
+    /// Advances over the next position (open `time`, `close`) and returns its snapshot.
+    #[inline]
+    pub fn step(&mut self, time: i64, close: f64) -> Recursion {
+        let index = self.index;
+        let state = match self.previous {
+            None => Recursion::first(close),
+            Some((state, previous_close)) => state.next(previous_close, close, index),
+        };
+        if let Some(out) = self.out.as_deref_mut() {
+            self.rolling.closes.push(close);
+            if let Some((_, previous_close)) = self.previous {
+                let r = log_return(previous_close, close);
+                self.rolling.log_returns.push(r);
+                out.push(Point::Indicator(indicator_point(
+                    (self.symbol, self.source, self.interval),
+                    time,
+                    index,
+                    &state,
+                    r,
+                    &self.rolling,
+                )));
+            }
+        }
+        self.previous = Some((state, close));
+        self.index += 1;
+        state
+    }
+
+    /// The rolling windows ending at the last position walked (kept to resume the next
+    /// walk when only appends follow).
+    pub fn into_rolling(self) -> Rolling {
+        self.rolling
+    }
+}
+
+/// The rolling windows ending just before position `from` of a series whose closes are
+/// `close_at(0..)`: resumed from `cached` (windows after `seen` positions) when nothing
+/// before `from` changed since, else rebuilt from the [`WINDOW`] closes before `from` (and
+/// the one before those, for the first log return). Log returns are recomputed from the
+/// closes: same inputs, same bits.
+pub fn resume_rolling(
+    cached: Option<(usize, Rolling)>,
+    from: usize,
+    close_at: impl Fn(usize) -> f64,
+) -> Rolling {
+    let (mut rolling, start) = match cached {
+        Some((seen, rolling)) if seen <= from => (rolling, seen),
+        _ => (Rolling::default(), from.saturating_sub(WINDOW - 1)),
+    };
+    let mut previous = start.checked_sub(1).map(&close_at);
+    for position in start..from {
+        let close = close_at(position);
+        rolling.closes.push(close);
+        if let Some(previous) = previous {
+            rolling.log_returns.push(log_return(previous, close));
+        }
+        previous = Some(close);
+    }
+    rolling
 }
 
 #[cfg(test)]
@@ -263,8 +372,7 @@ mod tests {
             }
             rolling.closes.push(c);
             out.push(indicator_point(
-                &sym,
-                Source::Replay,
+                (&sym, Source::Replay, Interval::M1),
                 i as i64,
                 index,
                 &state,
@@ -295,7 +403,14 @@ mod tests {
         let r3 = log_return(11.0, 10.5);
         assert!((r3 - (10.5f64 / 11.0).ln()).abs() < 1e-15);
         // index 3: only log_return is written
-        let p = indicator_point(&sym, Source::Replay, 0, 3, &s3, r3, &Rolling::default());
+        let p = indicator_point(
+            (&sym, Source::Replay, Interval::M1),
+            0,
+            3,
+            &s3,
+            r3,
+            &Rolling::default(),
+        );
         assert_eq!(
             p.fields().map(|(k, _)| k).collect::<Vec<_>>(),
             ["log_return"]

@@ -6,7 +6,7 @@
 //! to InfluxDB, and only then commits the Kafka offsets. The modules follow a candle's path:
 //!
 //! `batch` (Kafka, offsets, rebalances) → `model::decode` → `state` (per-symbol history,
-//! late data) → `rollup` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
+//! late data) → `rollup` + `window_series` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
 //! `dlq` for what cannot be processed and `metrics` for what an operator sees.
 
 pub mod batch;
@@ -19,3 +19,4 @@ pub mod point;
 pub mod rollup;
 pub mod sink;
 pub mod state;
+pub mod window_series;

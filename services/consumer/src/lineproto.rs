@@ -167,9 +167,9 @@ pub fn encode_all(points: &[Point]) -> EncodedPoints {
 /// written as they are: the test `constant_names_need_no_escaping` checks that each one is
 /// made of [`PLAIN`] bytes only, so only the symbol is scanned per line.
 const CANDLE_PREFIX: &[u8] = b"candle,interval=";
-/// The beginning of every `indicator` line (interval is always 1m), up to the `source`
-/// tag's value; a point without a source continues at [`SYMBOL_TAG`] instead.
-const INDICATOR_PREFIX: &[u8] = b"indicator,interval=1m";
+/// The beginning of every `indicator` line, up to the `interval` tag's value; then the
+/// `source` tag, or for a point without a source [`SYMBOL_TAG`] directly.
+const INDICATOR_PREFIX: &[u8] = b"indicator,interval=";
 const SOURCE_TAG: &[u8] = b",source=";
 const SYMBOL_TAG: &[u8] = b",symbol=";
 
@@ -199,6 +199,7 @@ fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError
 
 fn encode_indicator(p: &IndicatorPoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
     out.extend_from_slice(INDICATOR_PREFIX);
+    out.extend_from_slice(p.interval.as_str().as_bytes());
     if let Some(source) = p.source {
         out.extend_from_slice(SOURCE_TAG);
         out.extend_from_slice(source.as_str().as_bytes());
@@ -471,7 +472,10 @@ impl ParsedLine {
                 (crate::point::CANDLE_MEASUREMENT, tags, fields, c.time)
             }
             Point::Indicator(i) => {
-                let mut tags = vec![tag("symbol", &i.symbol), tag("interval", "1m")];
+                let mut tags = vec![
+                    tag("symbol", &i.symbol),
+                    tag("interval", i.interval.as_str()),
+                ];
                 tags.extend(i.source.map(|s| tag("source", s.as_str())));
                 let fields = i.fields().map(|(k, v)| float(k, v)).collect();
                 (crate::point::INDICATOR_MEASUREMENT, tags, fields, i.time)
@@ -878,6 +882,7 @@ mod tests {
         let full_indicator = IndicatorPoint {
             symbol: Arc::from("X"),
             source: Some(Source::Live),
+            interval: Interval::H1,
             time: 0,
             sma_20: Some(1.0),
             ema_12: Some(1.0),
@@ -913,7 +918,7 @@ mod tests {
         );
         assert_eq!(
             std::str::from_utf8(INDICATOR_PREFIX).unwrap(),
-            format!("{},interval=1m", crate::point::INDICATOR_MEASUREMENT)
+            format!("{},interval=", crate::point::INDICATOR_MEASUREMENT)
         );
     }
 
@@ -1047,12 +1052,14 @@ mod tests {
     prop_compose! {
         fn any_indicator()(symbol in nasty_text(), source in proptest::option::of(any::<bool>()),
                            time in any::<i64>(),
+                           interval in proptest::sample::select(Interval::ALL.to_vec()),
                            values in proptest::collection::vec(proptest::option::of(any_float()), 12))
                            -> Point {
             let v = |i: usize| values[i];
             Point::Indicator(IndicatorPoint {
                 symbol: Arc::from(symbol.as_str()),
                 source: source.map(|s| if s { Source::Replay } else { Source::Live }),
+                interval,
                 time,
                 sma_20: v(0), ema_12: v(1), ema_26: v(2), macd: v(3), macd_signal: v(4),
                 macd_hist: v(5), rsi_14: v(6), bb_mid: v(7), bb_upper: v(8), bb_lower: v(9),

@@ -9,9 +9,9 @@
 //! * `candle`: tags `symbol`, `interval` (1m/5m/15m/1h), `source`; fields open, high, low,
 //!   close, volume, quote_volume, trades (integer), taker_buy_base, taker_buy_quote, vwap;
 //!   time = window open time (ms).
-//! * `indicator`: tags `symbol`, `interval`=1m, `source`; fields sma_20, ema_12, ema_26, macd,
-//!   macd_signal, macd_hist, rsi_14, bb_mid, bb_upper, bb_lower, log_return, volatility_20;
-//!   time = candle open time (ms).
+//! * `indicator`: tags `symbol`, `interval` (1m/5m/15m/1h: whose closes), `source`; fields
+//!   sma_20, ema_12, ema_26, macd, macd_signal, macd_hist, rsi_14, bb_mid, bb_upper, bb_lower,
+//!   log_return, volatility_20; time = candle or window open time (ms).
 
 use candlepipe_model::{Interval, Source};
 use std::sync::Arc;
@@ -41,13 +41,16 @@ pub struct CandlePoint {
     pub vwap: Option<f64>,
 }
 
-/// The indicators at one 1m candle. A field is `None` until it is meaningful (see the
+/// The indicators at one 1m candle or one 5m/15m/1h window, over that interval's closes. A
+/// field is `None` until it is meaningful (see the
 /// README's analytics definitions); a point with no field at all is not written.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IndicatorPoint {
     pub symbol: Arc<str>,
     pub source: Option<Source>,
-    /// Candle open time, Unix ms.
+    /// The interval whose closes the indicators run over (`1m`, or a rollup's).
+    pub interval: Interval,
+    /// Open time of the candle or window, Unix ms.
     pub time: i64,
     pub sma_20: Option<f64>,
     pub ema_12: Option<f64>,

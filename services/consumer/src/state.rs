@@ -48,9 +48,10 @@
 //! snapshot). Resumed and restarted walks fold the same values in the same order, so the
 //! results are bit-identical either way (the tests compare late and in-order runs exactly).
 
-use crate::indicator::{indicator_point, log_return, Recursion, Rolling, WINDOW};
+use crate::indicator::{resume_rolling, Recursion, Rolling, Walk, WINDOW};
 use crate::point::Point;
 use crate::rollup::{MinuteBar, RollupCursor, RollupWindow};
+use crate::window_series::{WindowSeries, REBUILD_WINDOWS};
 use candlepipe_model::{Candle, Interval, Source};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -73,6 +74,10 @@ pub enum Applied {
     /// Older than the symbol's watermark minus the horizon: dropped, state untouched.
     Late,
 }
+
+/// 1m candles of history a symbol needs after a rebuild for its 1m indicators to match an
+/// uninterrupted run: the EMA/RSI seeds fade below 1e-12 after about 500 candles.
+pub const REBUILD_CANDLES: usize = 600;
 
 /// Eviction waits until about this many slots can go at once (bounded extra memory: 2 kB
 /// per symbol).
@@ -121,6 +126,9 @@ struct SymbolHistory {
     /// eviction; too high only delays it), so most flushes skip it without touching the
     /// oldest slots.
     evict_at: i64,
+    /// The 5m, 15m and 1h window closes and their indicator state ([`Interval::ROLLUPS`]
+    /// order).
+    windows: [WindowSeries; 3],
     /// Listed in [`Aggregator::pending`].
     pending: bool,
 }
@@ -138,6 +146,7 @@ impl SymbolHistory {
             cursor: None,
             rolling: None,
             evict_at: i64::MIN,
+            windows: Interval::ROLLUPS.map(WindowSeries::new),
             pending: false,
         }
     }
@@ -195,6 +204,7 @@ impl SymbolHistory {
     /// then eviction. With `out = None` nothing is emitted (state rebuild).
     fn settle(&mut self, mut out: Option<&mut Vec<Point>>, horizon_ms: i64) {
         if self.changed_from != NONE {
+            self.feed_windows();
             match out.as_deref_mut() {
                 Some(out) => self.emit_candles(out),
                 None => {
@@ -206,7 +216,10 @@ impl SymbolHistory {
             }
         }
         if self.recompute_from != NONE {
-            self.recompute_indicators(out);
+            self.recompute_indicators(out.as_deref_mut());
+        }
+        for series in &mut self.windows {
+            series.settle(&self.symbol, self.source, out.as_deref_mut());
         }
         self.changed_from = NONE;
         self.recompute_from = NONE;
@@ -243,71 +256,59 @@ impl SymbolHistory {
         self.cursor = Some((len, cursor));
     }
 
+    /// Hands the rollup series the close of every window from the one holding the
+    /// earliest changed candle on: a window's close is its newest candle's close.
+    fn feed_windows(&mut self) {
+        let slots = self.slots.range(self.changed_from..);
+        for series in &mut self.windows {
+            let interval = series.interval();
+            let mut current: Option<(i64, f64)> = None;
+            for slot in slots.clone() {
+                let start = interval.window_start(slot.bar.open_time);
+                if let Some((open, close)) = current {
+                    if open != start {
+                        series.upsert(open, close);
+                    }
+                }
+                current = Some((start, slot.bar.close));
+            }
+            if let Some((open, close)) = current {
+                series.upsert(open, close);
+            }
+        }
+    }
+
     /// Recomputes snapshots from `recompute_from` to the newest candle, emitting their
     /// indicator points when `out` is given.
-    fn recompute_indicators(&mut self, mut out: Option<&mut Vec<Point>>) {
+    fn recompute_indicators(&mut self, out: Option<&mut Vec<Point>>) {
         let from = self.recompute_from;
         debug_assert!(
             from >= WINDOW || self.evicted == 0,
             "retention keeps {WINDOW} candles before any change"
         );
-        let mut rolling = match (out.is_some(), self.rolling.take()) {
-            (false, _) => Rolling::default(),
-            (true, Some((seen, rolling))) if seen <= from => self.push_rolling(rolling, seen..from),
-            (true, _) => {
-                self.push_rolling(Rolling::default(), from.saturating_sub(WINDOW - 1)..from)
-            }
+        let emitting = out.is_some();
+        let rolling = if emitting {
+            resume_rolling(self.rolling.take(), from, |p| self.slots[p].bar.close)
+        } else {
+            self.rolling = None;
+            Rolling::default()
         };
-        let mut previous = from
+        let previous = from
             .checked_sub(1)
             .map(|p| (self.slots[p].state, self.slots[p].bar.close));
-        let first_index = self.evicted + from as u64 + 1;
-        let (symbol, source) = (&self.symbol, self.source);
-        for (index, slot) in (first_index..).zip(self.slots.range_mut(from..)) {
-            let close = slot.bar.close;
-            slot.state = match previous {
-                None => Recursion::first(close),
-                Some((state, previous_close)) => state.next(previous_close, close, index),
-            };
-            if let Some(out) = out.as_deref_mut() {
-                rolling.closes.push(close);
-                // the first candle has no log return and no field at all: no point
-                if let Some((_, previous_close)) = previous {
-                    let r = log_return(previous_close, close);
-                    rolling.log_returns.push(r);
-                    out.push(Point::Indicator(indicator_point(
-                        symbol,
-                        source,
-                        slot.bar.open_time,
-                        index,
-                        &slot.state,
-                        r,
-                        &rolling,
-                    )));
-                }
-            }
-            previous = Some((slot.state, close));
+        let mut walk = Walk::new(
+            (&self.symbol, self.source, Interval::M1),
+            self.evicted + from as u64 + 1,
+            previous,
+            rolling,
+            out,
+        );
+        for slot in self.slots.range_mut(from..) {
+            slot.state = walk.step(slot.bar.open_time, slot.bar.close);
         }
-        if out.is_some() {
-            self.rolling = Some((self.slots.len(), rolling));
+        if emitting {
+            self.rolling = Some((self.slots.len(), walk.into_rolling()));
         }
-    }
-
-    /// Feeds the closes and log returns of `range` (unchanged slots) into `rolling`. The
-    /// log returns are recomputed from the closes (same inputs, same bits) rather than
-    /// stored, which keeps a slot at 128 bytes.
-    fn push_rolling(&self, mut rolling: Rolling, range: std::ops::Range<usize>) -> Rolling {
-        debug_assert!(range.start > 0 || self.evicted == 0);
-        let mut previous = range.start.checked_sub(1).map(|p| self.slots[p].bar.close);
-        for slot in self.slots.range(range) {
-            let close = slot.bar.close;
-            rolling.closes.push(close);
-            if let Some(previous) = previous {
-                rolling.log_returns.push(log_return(previous, close));
-            }
-            previous = Some(close);
-        }
-        rolling
     }
 
     /// Drops candles no accepted message can reach any more (module docs, "Late data").
@@ -316,6 +317,9 @@ impl SymbolHistory {
             return;
         }
         let accept_from = self.watermark.saturating_sub(horizon_ms);
+        for series in &mut self.windows {
+            series.evict(accept_from);
+        }
         let keep_from = Interval::H1.window_start(accept_from);
         // Keep everything from the 1h window of the horizon's edge, and WINDOW candles
         // before the first one inside the horizon.
@@ -484,6 +488,17 @@ impl Aggregator {
             .map_or(0, |h| h.evicted as usize + h.slots.len())
     }
 
+    /// Whether the symbol's state holds enough history for its points to match an
+    /// uninterrupted run: [`REBUILD_CANDLES`] 1m candles and [`REBUILD_WINDOWS`] windows of
+    /// every rollup interval (so the EMA/RSI seeds of every series have faded). A state
+    /// rebuild re-reads the log until this holds or the log's start is reached.
+    pub fn rebuilt_enough(&self, source: Source, symbol: &str) -> bool {
+        self.history(source, symbol).is_some_and(|h| {
+            h.evicted as usize + h.slots.len() >= REBUILD_CANDLES
+                && h.windows.iter().all(|w| w.seen() >= REBUILD_WINDOWS)
+        })
+    }
+
     /// The symbol's watermark (largest open_time seen), if it has state.
     pub fn watermark(&self, source: Source, symbol: &str) -> Option<i64> {
         self.history(source, symbol).map(|h| h.watermark)
@@ -507,7 +522,14 @@ impl Aggregator {
         self.histories
             .iter()
             .map(|h| {
-                h.slots.capacity() * std::mem::size_of::<Slot>() + per_symbol + 16 + h.symbol.len()
+                h.slots.capacity() * std::mem::size_of::<Slot>()
+                    + h.windows
+                        .iter()
+                        .map(WindowSeries::heap_bytes)
+                        .sum::<usize>()
+                    + per_symbol
+                    + 16
+                    + h.symbol.len()
             })
             .sum()
     }
@@ -554,7 +576,7 @@ mod tests {
     fn key(p: &Point) -> Key {
         match p {
             Point::Candle(c) => ("candle", c.interval.as_str(), c.time),
-            Point::Indicator(i) => ("indicator", "1m", i.time),
+            Point::Indicator(i) => ("indicator", i.interval.as_str(), i.time),
         }
     }
 
@@ -605,8 +627,9 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), keys.len(), "a point emitted twice: {keys:?}");
-        // 5 minutes + 2 five-minute + 1 fifteen + 1 hour + 4 indicator points (not minute 0)
-        assert_eq!(keys.len(), 5 + 2 + 1 + 1 + 4);
+        // 5 minutes + 2 five-minute + 1 fifteen + 1 hour + 4 1m indicator points (not minute
+        // 0) + 1 5m indicator point (the second 5m window; the first has no field)
+        assert_eq!(keys.len(), 5 + 2 + 1 + 1 + 4 + 1);
         let w = candle_point(&out, Interval::M5, T0);
         assert_eq!(
             (w.open, w.high, w.low, w.close, w.volume),
@@ -821,11 +844,11 @@ mod tests {
 
     #[test]
     fn rebuild_from_recent_history_matches_an_uninterrupted_run() {
-        // 3000 minutes with gaps (every 7th and 11th minute missing)
-        let minutes: Vec<i64> = (0..3000).filter(|m| m % 7 != 3 && m % 11 != 5).collect();
+        // 30,000 minutes with gaps (every 7th and 11th minute missing): long enough that a
+        // rebuild reaches its 400 1h windows before the start of the history
+        let minutes: Vec<i64> = (0..30_000).filter(|m| m % 7 != 3 && m % 11 != 5).collect();
         let horizon = HOUR;
-        let restart_at = 2000; // index into `minutes`
-        let rebuild_len = 600;
+        let restart_at = minutes.len() - 1000; // index into `minutes`
         let c = |m: i64| candle("A", m, close_at(m), 1.0 + (m % 13) as f64);
 
         let mut uninterrupted = Aggregator::new(horizon);
@@ -838,14 +861,28 @@ mod tests {
         }
         upsert(&mut expected, &flushed(&mut uninterrupted));
 
-        // "restart": a new aggregator re-applies the 600 candles before restart_at,
-        // discards what that produced, then continues with the live stream
-        let mut rebuilt = Aggregator::new(horizon);
-        for &m in &minutes[restart_at - rebuild_len..restart_at] {
-            rebuilt.apply(&c(m));
-        }
-        rebuilt.discard_pending();
-        assert_eq!(rebuilt.history_len(Source::Replay, "A"), rebuild_len);
+        // "restart": as the batch loop does, a new aggregator re-applies the history before
+        // restart_at in doubling windows (from 600 candles) until it has enough, discards
+        // what that produced, then continues with the live stream
+        let mut window = 600;
+        let mut rebuilt = loop {
+            let mut agg = Aggregator::new(horizon);
+            for &m in &minutes[restart_at - window..restart_at] {
+                agg.apply(&c(m));
+            }
+            agg.discard_pending();
+            if agg.rebuilt_enough(Source::Replay, "A") {
+                break agg;
+            }
+            window *= 2;
+            assert!(
+                window < restart_at,
+                "the history is long enough for a rebuild"
+            );
+        };
+        // 400 1h windows need 24,000 minutes (fewer candles: the gaps)
+        assert_eq!(window, 600 * 32);
+        assert_eq!(rebuilt.history_len(Source::Replay, "A"), window);
         let mut after = BTreeMap::new();
         for (i, &m) in minutes.iter().enumerate().skip(restart_at) {
             rebuilt.apply(&c(m));
@@ -862,7 +899,13 @@ mod tests {
         upsert(&mut expected, &flushed(&mut uninterrupted));
 
         // every candle after the restart: its 1m point and its indicator point, plus windows
+        // and their indicator points
         assert!(after.len() > 2 * (minutes.len() - restart_at));
+        for interval in Interval::ROLLUPS {
+            assert!(after
+                .keys()
+                .any(|(m, i, _)| *m == "indicator" && *i == interval.as_str()));
+        }
         for (k, p) in &after {
             match (p, &expected[k]) {
                 (Point::Candle(a), Point::Candle(b)) => assert_eq!(a, b, "rollups exactly"),

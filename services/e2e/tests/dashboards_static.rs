@@ -90,6 +90,7 @@ fn influx_schema() -> BTreeMap<String, BTreeSet<String>> {
     let indicator = Point::Indicator(IndicatorPoint {
         symbol,
         source: Some(Source::Replay),
+        interval: Interval::H1,
         time: 1_700_000_000_000,
         sma_20: Some(1.0),
         ema_12: Some(1.0),
@@ -811,15 +812,12 @@ fn influxql_selects_pin_the_interval_tag() {
                 1,
                 "{what}: a SELECT on {measurement} must filter \"interval\" = '...' once: {raw:?}"
             );
+            // candles and indicators both exist for every interval
             let v = pinned[0];
-            if measurement == "indicator" {
-                assert_eq!(v, "1m", "{what}: indicators exist for 1m only");
-            } else {
-                assert!(
-                    v == "$interval" || intervals.contains(&v),
-                    "{what}: interval {v:?} is not one of {intervals:?} or $interval"
-                );
-            }
+            assert!(
+                v == "$interval" || intervals.contains(&v),
+                "{what}: interval {v:?} is not one of {intervals:?} or $interval"
+            );
         }
     }
 }

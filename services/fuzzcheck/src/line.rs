@@ -97,6 +97,7 @@ impl LineInput {
             }),
             PointKind::Indicator {
                 source,
+                interval,
                 values,
                 bb_mid_is_sma_20,
             } => {
@@ -107,6 +108,7 @@ impl LineInput {
                 Point::Indicator(IndicatorPoint {
                     symbol,
                     source: source.map(PointSource::source),
+                    interval: interval.interval(),
                     time: self.time,
                     sma_20: v(0),
                     ema_12: v(1),
@@ -140,9 +142,10 @@ pub enum PointKind {
         taker_buy_quote: Option<Float>,
         vwap: Option<Float>,
     },
-    /// An `indicator` point: its twelve fields in schema order.
+    /// An `indicator` point (over 1m or a rollup's closes): its twelve fields in schema order.
     Indicator {
         source: Option<PointSource>,
+        interval: PointInterval,
         values: [Option<Float>; 12],
         /// In real points `bb_mid` is `sma_20` by definition (the Bollinger middle band is
         /// the 20-period mean): when set, `bb_mid` takes `sma_20`'s value, bit for bit.

@@ -115,8 +115,10 @@ impl Candle {
 
 /// The candle intervals candlepipe writes: the 1m input and its rollups.
 /// The spelling is the InfluxDB `interval` tag and the Grafana variable value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Interval {
+    /// The input interval (and so the default).
+    #[default]
     M1,
     M5,
     M15,
