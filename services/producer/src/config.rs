@@ -233,6 +233,28 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_comes_from_its_file_or_its_variable_not_both() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "from-file\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let mut c = ProducerConfig::parse_from(["producer", "--admin-token-file", path]);
+        c.resolve_secrets().unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        let mut both = ProducerConfig::parse_from([
+            "producer",
+            "--admin-token",
+            "x",
+            "--admin-token-file",
+            path,
+        ]);
+        let e = both.resolve_secrets().unwrap_err().to_string();
+        assert!(
+            e.contains("ADMIN_TOKEN") && e.contains("ADMIN_TOKEN_FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sizes_take_binary_units() {
         assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
         assert_eq!(parse_bytes("512 KiB"), Ok(512 << 10));
