@@ -46,23 +46,6 @@ pub fn retry_backoff(round: u32) -> Duration {
         .min(RETRY_MAX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resends_back_off_doubling_up_to_the_maximum() {
-        let waits: Vec<u64> = (0..9)
-            .map(|r| retry_backoff(r).as_millis() as u64)
-            .collect();
-        assert_eq!(
-            waits,
-            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
-        );
-        assert_eq!(retry_backoff(u32::MAX), RETRY_MAX);
-    }
-}
-
 /// What sources send to the sink.
 #[derive(Debug)]
 pub enum SinkCommand {
@@ -312,5 +295,22 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_back_off_doubling_up_to_the_maximum() {
+        let waits: Vec<u64> = (0..9)
+            .map(|r| retry_backoff(r).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        assert_eq!(retry_backoff(u32::MAX), RETRY_MAX);
     }
 }
