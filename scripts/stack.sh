@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The candlepipe stack from native binaries, for machines without Docker (and for this
 # development environment). It mirrors docker-compose.yml: Apache Kafka in KRaft mode (one
-# node, broker and controller), InfluxDB 2, Prometheus, the producer and the consumer, plus
-# Grafana when a `grafana`/`grafana-server` binary is on the PATH. Everything listens on
-# 127.0.0.1 only.
+# node, broker and controller), InfluxDB 2, Alertmanager, Prometheus, the producer and the
+# consumer, plus Grafana when a `grafana`/`grafana-server` binary is on the PATH. Everything
+# listens on 127.0.0.1 only.
 #
 #   scripts/stack.sh up             install what is missing, build, start, wait, print URLs
 #   scripts/stack.sh status         what runs (exit 0 when every started service runs, 3 if not)
-#   scripts/stack.sh logs [-f] [service...]    kafka influxdb prometheus producer consumer grafana
+#   scripts/stack.sh logs [-f] [service...]    kafka influxdb alertmanager prometheus producer
+#                                               consumer grafana
 #   scripts/stack.sh down [-v]      stop what `up` started (-v also deletes the stored data)
 #
 # State lives in STACK_DIR (default .stack/ in the repo, git-ignored): one pid file and one
@@ -17,13 +18,18 @@
 #
 # Settings (environment variables; the names and defaults are those of .env.example):
 #   KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 INFLUXDB_PORT=8086 PROMETHEUS_PORT=9090
-#   GRAFANA_PORT=3000 PRODUCER_PORT=9101 CONSUMER_PORT=9102
+#   GRAFANA_PORT=3000 PRODUCER_PORT=9101 CONSUMER_PORT=9102 ALERTMANAGER_PORT=9094
 #                          loopback ports; `up` refuses to start when one is taken.
+#                          (Alertmanager's usual 9093, compose's default, is Kafka's
+#                          controller port here.)
 #   KAFKA_PARTITIONS=6     partitions of the `candles` topic when `up` creates it.
 #   KAFKA_HEAP_OPTS        the broker JVM's heap (default "-Xms128m -Xmx512m").
 #   INFLUXDB_ADMIN_USER INFLUXDB_ADMIN_PASSWORD INFLUXDB_ORG INFLUXDB_TOKEN
 #                          InfluxDB's first-start setup (user, org, bucket `crypto`, token);
-#                          the consumer writes and Grafana reads with INFLUXDB_TOKEN.
+#                          the consumer writes with INFLUXDB_TOKEN.
+#   INFLUXDB_READ_USER INFLUXDB_READ_PASSWORD
+#                          Grafana's read-only v1 credential on bucket `crypto`, created when
+#                          missing (as compose's influxdb/initdb script does at first start).
 #   STACK_DIR              state folder (default <repo>/.stack).
 #   STACK_BIN_DIR          folder holding already built `producer` and `consumer`; unset:
 #                          `cargo build --workspace --bins --locked` (the debug build
@@ -47,6 +53,7 @@ PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 GRAFANA_PORT=${GRAFANA_PORT:-3000}
 PRODUCER_PORT=${PRODUCER_PORT:-9101}
 CONSUMER_PORT=${CONSUMER_PORT:-9102}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9094}
 STACK_TIMEOUT=${STACK_TIMEOUT:-120}
 STACK_STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-45}
 
@@ -59,11 +66,13 @@ INFLUXDB_ADMIN_USER=${INFLUXDB_ADMIN_USER:-candlepipe}
 INFLUXDB_ADMIN_PASSWORD=${INFLUXDB_ADMIN_PASSWORD:-candlepipe-laptop-only}
 INFLUXDB_ORG=${INFLUXDB_ORG:-candlepipe}
 INFLUXDB_TOKEN=${INFLUXDB_TOKEN:-candlepipe-laptop-only-token}
+INFLUXDB_READ_USER=${INFLUXDB_READ_USER:-grafana}
+INFLUXDB_READ_PASSWORD=${INFLUXDB_READ_PASSWORD:-candlepipe-laptop-only-read}
 INFLUXDB_BUCKET=crypto
 
 # Start order; `down` stops the clients first, then the servers.
-SERVICES=(kafka influxdb prometheus producer consumer grafana)
-SERVERS=(prometheus influxdb kafka)
+SERVICES=(kafka influxdb alertmanager prometheus producer consumer grafana)
+SERVERS=(prometheus alertmanager influxdb kafka)
 CLIENTS=(grafana consumer producer)
 # What an older stack.sh ran (tansu, InfluxDB 1.x): `down` still stops it.
 LEGACY_SERVICES=(tansu influxd)
@@ -82,6 +91,7 @@ port_vars_of() {
     kafka) echo KAFKA_PORT KAFKA_CONTROLLER_PORT ;;
     influxdb) echo INFLUXDB_PORT ;;
     prometheus) echo PROMETHEUS_PORT ;;
+    alertmanager) echo ALERTMANAGER_PORT ;;
     producer) echo PRODUCER_PORT ;;
     consumer) echo CONSUMER_PORT ;;
     grafana) echo GRAFANA_PORT ;;
@@ -237,8 +247,9 @@ EOF
 }
 
 # prometheus/prometheus.yml names compose services (producer:9101, DNS discovery of every
-# consumer replica). The copy here keeps everything (global, rule_files, job names, any other
-# job setting) and replaces each job's target discovery by one static loopback target.
+# consumer replica, alertmanager:9093). The copy here keeps everything (global, rule_files,
+# job names, any other job setting) and replaces each job's target discovery by one static
+# loopback target, and the Alertmanager targets by this stack's Alertmanager.
 # Assumes each scrape job starts with `- job_name:` (the repo's file does).
 write_prometheus_config() {
   local dir=$STACK_DIR/prometheus src=$REPO/prometheus
@@ -247,7 +258,7 @@ write_prometheus_config() {
   for f in "$src"/*.yml; do
     [ "$(basename "$f")" = prometheus.yml ] || cp "$f" "$dir/"
   done
-  awk -v ports="prometheus=$PROMETHEUS_PORT producer=$PRODUCER_PORT consumer=$CONSUMER_PORT" '
+  awk -v ports="prometheus=$PROMETHEUS_PORT producer=$PRODUCER_PORT consumer=$CONSUMER_PORT influxdb=$INFLUXDB_PORT alertmanager=$ALERTMANAGER_PORT" '
     function indent(s) { match(s, /^ */); return RLENGTH }
     BEGIN {
       n = split(ports, kv, " ")
@@ -256,8 +267,15 @@ write_prometheus_config() {
     }
     skipping && ($0 ~ /^[ \t]*$/ || indent($0) > skip_indent) { next }
     { skipping = 0 }
+    /^[^ #]/ { in_scrape = 0; in_alerting = 0 }
     /^scrape_configs:/ { in_scrape = 1; print; next }
-    /^[^ #]/ { in_scrape = 0 }
+    /^alerting:/ { in_alerting = 1; print; next }
+    in_alerting && /^ *(- *)?static_configs:/ {
+      match($0, /^ *(- *)?/)
+      pad = sprintf("%" RLENGTH + 2 "s", "")
+      printf "%sstatic_configs:\n%s- targets: [\"127.0.0.1:%s\"]\n", substr($0, 1, RLENGTH), pad, port["alertmanager"]
+      skipping = 1; skip_indent = RLENGTH; next
+    }
     in_scrape && /^ *- *job_name:/ {
       print
       job = $0
@@ -278,6 +296,19 @@ write_prometheus_config() {
   if command -v promtool >/dev/null 2>&1; then
     promtool check config "$dir/prometheus.yml" >"$dir/promtool.log" 2>&1 ||
       { cat "$dir/promtool.log" >&2; die "the generated $dir/prometheus.yml is invalid"; }
+  fi
+}
+
+# The repo's alertmanager.yml as compose mounts it: secret files it names under
+# /etc/alertmanager/ are read from the repo's alertmanager/ folder instead.
+write_alertmanager_config() {
+  local dir=$STACK_DIR/alertmanager
+  mkdir -p "$dir"
+  sed "s#/etc/alertmanager/#$REPO/alertmanager/#g" "$REPO/alertmanager/alertmanager.yml" \
+    >"$dir/alertmanager.yml"
+  if command -v amtool >/dev/null 2>&1; then
+    amtool check-config "$dir/alertmanager.yml" >"$dir/amtool.log" 2>&1 ||
+      { cat "$dir/amtool.log" >&2; die "alertmanager/alertmanager.yml is invalid (see above)"; }
   fi
 }
 
@@ -445,13 +476,15 @@ start_kafka() {
 }
 
 # kafka-topics.sh --create --if-not-exists: true once the broker created the topic or has it.
+# Extra arguments are topic configs (`--config key=value`).
 create_topic() {
   local topic=$1 partitions=$2
+  shift 2
   printf '\n=== %s: creating topic %s unless it exists (partitions: %s)\n' \
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$topic" "$partitions" >>"$(log_file kafka)"
   kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
     --create --if-not-exists --topic "$topic" --partitions "$partitions" --replication-factor 1 \
-    >>"$(log_file kafka)" 2>&1
+    "$@" >>"$(log_file kafka)" 2>&1
 }
 
 # What compose's one-shot kafka-init does on every `up`: the topics the consumers scale to.
@@ -460,7 +493,9 @@ init_kafka_topics() {
   [[ $KAFKA_PARTITIONS =~ ^[1-9][0-9]*$ ]] || die "KAFKA_PARTITIONS=$KAFKA_PARTITIONS is not a partition count"
   log "creating topics $KAFKA_TOPIC ($KAFKA_PARTITIONS partitions) and $KAFKA_DLQ_TOPIC unless they exist"
   # `|| return`: callers test the result, which switches `set -e` off in here.
-  wait_for kafka "topic $KAFKA_TOPIC" create_topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS" || return 1
+  # The candle topic is the log of record: it keeps everything, as compose's kafka-init says.
+  wait_for kafka "topic $KAFKA_TOPIC" create_topic "$KAFKA_TOPIC" "$KAFKA_PARTITIONS" \
+    --config retention.ms=-1 --config retention.bytes=-1 || return 1
   wait_for kafka "topic $KAFKA_DLQ_TOPIC" create_topic "$KAFKA_DLQ_TOPIC" 1
 }
 
@@ -492,12 +527,8 @@ setup_influxdb() {
     [ "$status" = 201 ] ||
       die "InfluxDB's setup answered ${status:-nothing}: ${answer%$'\n'*} (INFLUXDB_ADMIN_PASSWORD needs 8 characters or more)"
   fi
-  local header=${INFLUXDB_TOKEN//\\/\\\\}
-  header=${header//\"/\\\"}
-  answer=$(printf 'header = "Authorization: Token %s"\n' "$header" |
-    curl -s --max-time 10 -w '\n%{http_code}' -K - -G \
-      --data-urlencode "org=$INFLUXDB_ORG" --data-urlencode "name=$INFLUXDB_BUCKET" \
-      "$url/api/v2/buckets" || true)
+  answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+    --data-urlencode "name=$INFLUXDB_BUCKET" "$url/api/v2/buckets")
   status=${answer##*$'\n'}
   case $status in
     200)
@@ -510,6 +541,60 @@ setup_influxdb() {
   esac
 }
 
+# curl with the admin token (in a config read from a pipe, so `ps` never shows it; stdin
+# stays free for a request body) and `args`; prints the body, a newline and the HTTP status.
+influx_api() {
+  local header=${INFLUXDB_TOKEN//\\/\\\\}
+  header=${header//\"/\\\"}
+  curl -s --max-time 30 -w '\n%{http_code}' \
+    -K <(printf 'header = "Authorization: Token %s"\n' "$header") "$@" || true
+}
+
+# Grafana's read-only credential, as compose's influxdb/initdb/create-grafana-reader.sh makes
+# it at the first start (`influx v1 auth create --read-bucket`, here through the same HTTP
+# API): a v1 authorization INFLUXDB_READ_USER / INFLUXDB_READ_PASSWORD that may only read
+# bucket `crypto`. Grafana's datasource sends it as Basic credentials, never the admin token.
+# An existing one keeps its permissions and gets INFLUXDB_READ_PASSWORD (8 to 72 characters).
+create_grafana_reader() {
+  local url=http://127.0.0.1:$INFLUXDB_PORT answer status bucket_id org_id id
+  local id_re='"id":[[:space:]]*"([0-9a-f]+)"'
+  answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+    --data-urlencode "token=$INFLUXDB_READ_USER" "$url/private/legacy/authorizations")
+  status=${answer##*$'\n'}
+  case $status in
+    200)
+      [[ $answer =~ $id_re ]] || die "v1 authorization $INFLUXDB_READ_USER without id: $answer"
+      id=${BASH_REMATCH[1]} ;;
+    404)
+      answer=$(influx_api -G --data-urlencode "org=$INFLUXDB_ORG" \
+        --data-urlencode "name=$INFLUXDB_BUCKET" "$url/api/v2/buckets")
+      # The first "id" of the answer is the bucket's (`links` holds none).
+      [[ $answer =~ $id_re ]] ||
+        die "InfluxDB has no bucket $INFLUXDB_BUCKET in org $INFLUXDB_ORG: ${answer%$'\n'*}"
+      bucket_id=${BASH_REMATCH[1]}
+      [[ $answer =~ \"orgID\":[[:space:]]*\"([0-9a-f]+)\" ]] || die "bucket without orgID: $answer"
+      org_id=${BASH_REMATCH[1]}
+      log "creating Grafana's read-only InfluxDB credential $INFLUXDB_READ_USER (reads bucket $INFLUXDB_BUCKET only)"
+      answer=$(printf '{"orgID":"%s","token":%s,"description":"Grafana: read-only %s","permissions":[{"action":"read","resource":{"type":"buckets","id":"%s","orgID":"%s"}}]}' \
+        "$org_id" "$(json_string "$INFLUXDB_READ_USER")" "$INFLUXDB_BUCKET" "$bucket_id" "$org_id" |
+        influx_api -H 'Content-Type: application/json' --data-binary @- \
+          "$url/private/legacy/authorizations")
+      status=${answer##*$'\n'}
+      [ "$status" = 201 ] ||
+        die "creating v1 authorization $INFLUXDB_READ_USER: ${status:-nothing} ${answer%$'\n'*}"
+      [[ $answer =~ $id_re ]] || die "v1 authorization without id: $answer"
+      id=${BASH_REMATCH[1]} ;;
+    *) die "InfluxDB answered ${status:-nothing} listing v1 authorizations: ${answer%$'\n'*}" ;;
+  esac
+  # The password through stdin too.
+  answer=$(printf '{"password":%s}' "$(json_string "$INFLUXDB_READ_PASSWORD")" |
+    influx_api -H 'Content-Type: application/json' --data-binary @- \
+      "$url/private/legacy/authorizations/$id/password")
+  status=${answer##*$'\n'}
+  [ "$status" = 204 ] ||
+    die "setting the password of $INFLUXDB_READ_USER: ${status:-nothing} ${answer%$'\n'*} (INFLUXDB_READ_PASSWORD)"
+}
+
 start_influxdb() {
   # Not .stack/influxdb: an older stack.sh kept InfluxDB 1.x's data there.
   local dir=$STACK_DIR/influxdb2
@@ -520,6 +605,27 @@ start_influxdb() {
     --reporting-disabled
   wait_for influxdb "answer on /health" answers_http "http://127.0.0.1:$INFLUXDB_PORT/health" 200 || return 1
   setup_influxdb
+  create_grafana_reader
+}
+
+# Upstream names it `alertmanager`, Debian's prometheus-alertmanager package
+# `prometheus-alertmanager`.
+alertmanager_bin() {
+  command -v alertmanager 2>/dev/null || command -v prometheus-alertmanager 2>/dev/null || true
+}
+
+start_alertmanager() {
+  local bin
+  bin=$(alertmanager_bin)
+  [ -n "$bin" ] || die "Alertmanager is not installed: apt-get install prometheus-alertmanager"
+  write_alertmanager_config
+  # One instance: no gossip cluster (its default port 9094 stays closed).
+  launch alertmanager "$(basename "$bin")" "$STACK_DIR/alertmanager" "$bin" \
+    "--config.file=$STACK_DIR/alertmanager/alertmanager.yml" \
+    "--storage.path=$STACK_DIR/alertmanager/data" \
+    "--web.listen-address=127.0.0.1:$ALERTMANAGER_PORT" \
+    --cluster.listen-address=
+  wait_for alertmanager "answer on /-/ready" answers_http "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready" 200
 }
 
 start_prometheus() {
@@ -567,8 +673,10 @@ start_grafana() {
   write_grafana_config
   local args=(--homepath "$home" --config "$STACK_DIR/grafana/grafana.ini")
   if [ "$(basename "$bin")" = grafana ]; then args=(server "${args[@]}"); fi
-  # The InfluxDB datasource sends `Authorization: Token ${INFLUX_TOKEN}` (provisioning).
-  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_TOKEN="$INFLUXDB_TOKEN" "$bin" "${args[@]}"
+  # The InfluxDB datasource sends Basic ${INFLUX_READ_USER}:${INFLUX_READ_PASSWORD}
+  # (provisioning): the read-only credential, never the admin token.
+  launch grafana grafana "$STACK_DIR/grafana" env INFLUX_READ_USER="$INFLUXDB_READ_USER" \
+    INFLUX_READ_PASSWORD="$INFLUXDB_READ_PASSWORD" "$bin" "${args[@]}"
   wait_for grafana "answer on /api/health" answers_http "http://127.0.0.1:$GRAFANA_PORT/api/health" 200
 }
 
@@ -579,6 +687,7 @@ candlepipe runs (state, logs: $STACK_DIR):
   Kafka          127.0.0.1:$KAFKA_PORT          topics $KAFKA_TOPIC, $KAFKA_DLQ_TOPIC
   InfluxDB 2     http://127.0.0.1:$INFLUXDB_PORT     org $INFLUXDB_ORG, bucket $INFLUXDB_BUCKET (user $INFLUXDB_ADMIN_USER, token \$INFLUXDB_TOKEN)
   Prometheus     http://127.0.0.1:$PROMETHEUS_PORT
+  Alertmanager   http://127.0.0.1:$ALERTMANAGER_PORT     receiver \`default\` in alertmanager/alertmanager.yml
   producer       http://127.0.0.1:$PRODUCER_PORT/metrics   /healthz /readyz /mode
   consumer       http://127.0.0.1:$CONSUMER_PORT/metrics   /healthz /readyz
 EOF
@@ -682,7 +791,7 @@ cmd_down() {
   stop_services "${SERVERS[@]}" "${LEGACY_SERVICES[@]}"
   if [ "$purge" = 1 ]; then
     log "deleting the stack's data and logs in $STACK_DIR"
-    rm -rf "$STACK_DIR"/{kafka,influxdb2,prometheus,grafana} "$STACK_DIR"/*.log
+    rm -rf "$STACK_DIR"/{kafka,influxdb2,alertmanager,prometheus,grafana} "$STACK_DIR"/*.log
     # What an older stack.sh stored (tansu's log, InfluxDB 1.x).
     rm -rf "$STACK_DIR"/{tansu,influxdb}
   fi
@@ -704,7 +813,7 @@ cmd_status() {
     case $svc in
       kafka) if port_in_use "$port"; then health=listening; else health="not listening"; fi ;;
       influxdb) health="/health $(http_status "http://127.0.0.1:$port/health")" ;;
-      prometheus) health="/-/ready $(http_status "http://127.0.0.1:$port/-/ready")" ;;
+      prometheus | alertmanager) health="/-/ready $(http_status "http://127.0.0.1:$port/-/ready")" ;;
       producer | consumer) health="/readyz $(http_status "http://127.0.0.1:$port/readyz")" ;;
       grafana) health="/api/health $(http_status "http://127.0.0.1:$port/api/health")" ;;
     esac

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (idempotently), then runs fmt, clippy
 # -D warnings, the Prometheus and compose checks, and every test. Integration tests start
-# their own Apache Kafka (KRaft), InfluxDB 2, InfluxDB 1.x and Prometheus on free loopback
-# ports and kill them on exit.
+# their own Apache Kafka (KRaft), InfluxDB 2, InfluxDB 1.x, Prometheus and Alertmanager on
+# free loopback ports and kill them on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/install.sh
@@ -37,6 +37,11 @@ if [ -d prometheus ]; then
   if compgen -G "prometheus/tests/*.yml" >/dev/null; then
     promtool test rules prometheus/tests/*.yml
   fi
+fi
+
+if [ -f alertmanager/alertmanager.yml ]; then
+  log "amtool check-config"
+  amtool check-config alertmanager/alertmanager.yml
 fi
 
 if [ -f docker-compose.yml ]; then

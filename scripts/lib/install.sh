@@ -2,9 +2,10 @@
 # What candlepipe needs on a machine, installed only when missing. Sourced by
 # scripts/test.sh and scripts/stack.sh so both install exactly the same things.
 
-# Debian packages: InfluxDB 1.x (the v1 write API's tests), Prometheus, the compose
-# validator, Maven (fetches Kafka), and the C toolchain bits the Rust crates build against.
-CANDLEPIPE_DEB_PACKAGES=(influxdb prometheus docker-compose maven pkg-config libssl-dev cmake protobuf-compiler)
+# Debian packages: InfluxDB 1.x (the v1 write API's tests), Prometheus, Alertmanager (with
+# amtool), the compose validator, Maven (fetches Kafka), and the C toolchain bits the Rust
+# crates build against.
+CANDLEPIPE_DEB_PACKAGES=(influxdb prometheus prometheus-alertmanager docker-compose maven pkg-config libssl-dev cmake protobuf-compiler)
 # The real servers compose runs, fetched or built once into a cache outside the repo, keyed
 # by version (CANDLEPIPE_KAFKA_VERSION, CANDLEPIPE_INFLUXDB2_VERSION, CANDLEPIPE_FLUX_RUST).
 # shellcheck source=scripts/lib/versions.env

@@ -40,6 +40,7 @@ use crate::dlq::{DeadLetter, DeadLetters};
 use crate::metrics::{ConsumerMetrics, FUTURE_REASON};
 use crate::sink::{EncodedBatch, InfluxSink, SinkError, WriteOutcome};
 use crate::state::{Aggregator, Applied};
+use crate::watch::{Owned, Stalled};
 use anyhow::{bail, Context as _};
 use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::shutdown::Shutdown;
@@ -48,7 +49,6 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeSet, HashMap};
@@ -77,7 +77,20 @@ pub struct BatchOptions {
     pub rebuild_messages: i64,
     /// How far ahead of this clock an open time may be (see [`incoming`]).
     pub max_future: Duration,
+    /// Largest record batch the consumer fetches (`receive.message.max.bytes` follows it);
+    /// a larger one is skipped into the DLQ unread (see [`MicroBatchEngine::skip_unfetchable`]).
+    pub max_message_bytes: usize,
 }
+
+/// How often the group consumer refreshes topic metadata: a topic created after the
+/// consumer subscribed is found within this (librdkafka's default is 5 minutes).
+pub const METADATA_REFRESH: Duration = Duration::from_secs(5);
+
+/// The group consumer's `fetch.max.bytes` (see [`MicroBatchEngine::new`]).
+const FETCH_MAX_BYTES: &str = "1048576";
+
+/// Room for the Fetch response's own framing around the largest record batch.
+const RESPONSE_OVERHEAD: usize = 64 * 1024;
 
 /// A partition change seen by the rebalance callbacks, handled at the next batch boundary.
 #[derive(Debug)]
@@ -86,11 +99,10 @@ enum PartitionEvent {
     Revoked(Vec<i32>),
 }
 
-/// librdkafka callbacks: rebalances are queued for the loop; statistics feed the lag gauge.
+/// librdkafka callbacks: rebalances are queued for the loop.
 pub struct BatchContext {
     topic: String,
     events: Mutex<Vec<PartitionEvent>>,
-    metrics: ConsumerMetrics,
 }
 
 impl BatchContext {
@@ -103,29 +115,13 @@ impl BatchContext {
     }
 }
 
-impl ClientContext for BatchContext {
-    fn stats(&self, stats: Statistics) {
-        if let Some(t) = stats.topics.get(&self.topic) {
-            for (p, s) in &t.partitions {
-                if *p >= 0 && s.consumer_lag >= 0 {
-                    self.metrics
-                        .lag
-                        .with_label_values(&[&p.to_string()])
-                        .set(s.consumer_lag);
-                }
-            }
-        }
-    }
-}
+impl ClientContext for BatchContext {}
 
 impl ConsumerContext for BatchContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let ps = self.partitions(tpl);
             tracing::info!(partitions = ?ps, "partitions revoked");
-            for p in &ps {
-                let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
-            }
             self.events
                 .lock()
                 .expect("events lock")
@@ -198,6 +194,12 @@ pub struct MicroBatchEngine {
     metrics: ConsumerMetrics,
     /// Partitions this member owns now.
     owned: BTreeSet<i32>,
+    /// The same, for the partition watch.
+    owned_shared: Owned,
+    /// Partitions the watch saw stalled, and their committed offsets.
+    stalled: Stalled,
+    /// `receive.message.max.bytes` in effect, for the too-large probe.
+    receive_max: String,
     /// For each partition whose state we hold: the next offset after what the state has seen
     /// (what we committed last). A reassigned partition keeps its state only if this matches
     /// the group's committed offset.
@@ -242,13 +244,23 @@ impl MicroBatchEngine {
             // others keep consuming; under the eager protocol every member stops all of its
             // partitions for every rebalance.
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("statistics.interval.ms", "5000")
+            .set(
+                "topic.metadata.refresh.interval.ms",
+                METADATA_REFRESH.as_millis().to_string(),
+            )
+            // A Fetch response holds at least one whole record batch however large (KIP-74);
+            // one larger than this cannot be received, and the partition would stop there:
+            // `skip_unfetchable` moves past it.
+            .set(
+                "receive.message.max.bytes",
+                (opts.max_message_bytes.max(1_048_576) + RESPONSE_OVERHEAD).to_string(),
+            )
             // Bounded prefetch: a stalled sink holds at most this much per member. 1 MiB
             // (~4,500 candles) keeps a 10,000-candle batch fed from a local broker; 16 MiB
             // bought 6 % more throughput for 56 MiB more RSS with 1,000 symbols
             // (BENCHMARKS.md). Raise both with --kafka-property for a distant broker.
             .set("queued.max.messages.kbytes", "1024")
-            .set("fetch.max.bytes", "1048576")
+            .set("fetch.max.bytes", FETCH_MAX_BYTES)
             // With a queue this small librdkafka often finds it full; its default 1 s pause
             // before fetching again then caps a partition at ~1 MiB/s (measured: 8k
             // candles/s instead of 23k). Refill as soon as there is room.
@@ -266,10 +278,13 @@ impl MicroBatchEngine {
             .get("group.instance.id")
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
+        let receive_max = cfg
+            .get("receive.message.max.bytes")
+            .unwrap_or_default()
+            .to_owned();
         let context = BatchContext {
             topic: kafka.topic.clone(),
             events: Mutex::new(Vec::new()),
-            metrics: metrics.clone(),
         };
         let consumer: StreamConsumer<BatchContext> = cfg
             .create_with_context(context)
@@ -284,11 +299,24 @@ impl MicroBatchEngine {
             dlq,
             metrics,
             owned: BTreeSet::new(),
+            owned_shared: Owned::default(),
+            stalled: Stalled::default(),
+            receive_max,
             state_next: HashMap::new(),
             symbol_partition: HashMap::new(),
             expected: HashMap::new(),
             instance_id,
         })
+    }
+
+    /// The partitions this member owns, kept up to date for the partition watch.
+    pub fn owned(&self) -> Owned {
+        Arc::clone(&self.owned_shared)
+    }
+
+    /// Where the partition watch reports stalled partitions.
+    pub fn stalled(&self) -> Stalled {
+        Arc::clone(&self.stalled)
     }
 
     /// Runs until `shutdown`: the batch in progress is finished and committed first.
@@ -323,6 +351,11 @@ impl MicroBatchEngine {
             }
             self.handle_rebalances(&mut batch).await?;
             drop_processed(&mut self.expected, &mut batch);
+            if !self.stalled.lock().expect("stalled").is_empty() {
+                // Committed in order: the batch in flight first.
+                self.finish(in_flight.take()).await?;
+                self.skip_unfetchable().await?;
+            }
             if batch.is_empty() {
                 // Quiet: nothing to overlap with, so the batch in flight completes now.
                 self.finish(in_flight.take()).await?;
@@ -369,6 +402,84 @@ impl MicroBatchEngine {
             }
         }
         Ok(batch)
+    }
+
+    /// For each partition the watch saw stalled at the offset this loop expects next: if a
+    /// reader on that partition alone cannot receive the record batch there (librdkafka's
+    /// "Invalid response size": larger than `receive.message.max.bytes`, which follows
+    /// `--max-message-bytes`), the record is a dead letter without a value (reason
+    /// `too_large`), and the partition is committed and fetched from the next offset. A stall
+    /// with any other cause is left alone (the watch keeps showing it).
+    async fn skip_unfetchable(&mut self) -> anyhow::Result<()> {
+        let stalled: Vec<(i32, i64)> = self
+            .stalled
+            .lock()
+            .expect("stalled")
+            .iter()
+            .map(|(p, at)| (*p, *at))
+            .collect();
+        for (p, at) in stalled {
+            let expected = self.expected.get(&p).is_none_or(|next| *next == at);
+            if !self.owned.contains(&p) || !expected || !self.too_large_at(p, at)? {
+                continue;
+            }
+            let error = format!(
+                "the record batch at offset {at} of partition {p} is larger than \
+                 --max-message-bytes ({} bytes) and cannot be fetched; skipped unread (raise \
+                 --max-message-bytes to read it)",
+                self.opts.max_message_bytes
+            );
+            tracing::warn!(partition = p, offset = at, "{error}");
+            let letter = DeadLetter {
+                payload: Vec::new(),
+                key: None,
+                error,
+                reason: "too_large",
+                stage: "decode",
+                source_partition: Some(p),
+                source_offset: Some(at),
+            };
+            self.dlq.send_all(std::slice::from_ref(&letter)).await?;
+            self.metrics.dlq.with_label_values(&["decode"]).inc();
+            self.metrics.invalid.with_label_values(&["too_large"]).inc();
+            self.metrics.skipped_too_large.inc();
+            self.commit(&HashMap::from([(p, at + 1)]));
+            self.expected.insert(p, at + 1);
+            let topic = self.kafka.topic.clone();
+            tokio::task::block_in_place(|| {
+                self.consumer
+                    .seek(&topic, p, Offset::Offset(at + 1), Duration::from_secs(10))
+            })
+            .with_context(|| format!("moving partition {p} past offset {at}"))?;
+            self.stalled.lock().expect("stalled").remove(&p);
+        }
+        Ok(())
+    }
+
+    /// Whether the record batch at offset `at` of partition `p` is too large to receive:
+    /// a reader of that partition alone, with the group consumer's receive limit, fails on it.
+    fn too_large_at(&self, p: i32, at: i64) -> anyhow::Result<bool> {
+        let mut cfg = self.kafka.client_config();
+        cfg.set("group.id", format!("{}-probe", self.opts.group))
+            .set("enable.auto.commit", "false")
+            .set("fetch.max.bytes", FETCH_MAX_BYTES);
+        self.kafka.finish(&mut cfg);
+        cfg.set("receive.message.max.bytes", &self.receive_max);
+        let reader: BaseConsumer = cfg.create().context("creating the too-large probe")?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(at))?;
+        reader.assign(&tpl)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            match tokio::task::block_in_place(|| reader.poll(Duration::from_millis(500))) {
+                Some(Ok(_)) => return Ok(false),
+                Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::BadMessage,
+                ))) => return Ok(true),
+                _ => {}
+            }
+        }
+        Ok(false)
     }
 
     /// The client's fatal error, if it had one: it can no longer consume.
@@ -423,6 +534,10 @@ impl MicroBatchEngine {
         self.metrics
             .assigned_partitions
             .set(self.owned.len() as i64);
+        self.owned_shared
+            .lock()
+            .expect("owned")
+            .clone_from(&self.owned);
         // Partitions no longer ours: forget their messages and state.
         let owned = self.owned.clone();
         batch.retain(|m| owned.contains(&m.partition));
@@ -665,6 +780,7 @@ impl MicroBatchEngine {
                 payload: r.line.into_bytes(),
                 key: None,
                 error: r.error,
+                reason: "rejected",
                 stage: "influx",
                 source_partition: None,
                 source_offset: None,
@@ -796,8 +912,8 @@ fn incoming(m: &BorrowedMessage<'_>, future_limit: i64, metrics: &ConsumerMetric
                 Ok(c)
             }
         });
-    let item = checked.map_err(|(kind, error)| {
-        metrics.invalid.with_label_values(&[kind]).inc();
+    let item = checked.map_err(|(reason, error)| {
+        metrics.invalid.with_label_values(&[reason]).inc();
         tracing::debug!(
             partition = m.partition(),
             offset = m.offset(),
@@ -807,6 +923,7 @@ fn incoming(m: &BorrowedMessage<'_>, future_limit: i64, metrics: &ConsumerMetric
             payload: payload.to_vec(),
             key: m.key().map(<[u8]>::to_vec),
             error,
+            reason,
             stage: "decode",
             source_partition: Some(m.partition()),
             source_offset: Some(m.offset()),
@@ -831,6 +948,7 @@ mod tests {
                 payload: Vec::new(),
                 key: None,
                 error: String::new(),
+                reason: "empty",
                 stage: "decode",
                 source_partition: Some(partition),
                 source_offset: Some(offset),

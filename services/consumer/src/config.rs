@@ -132,14 +132,55 @@ pub struct ConsumerConfig {
     pub influx_gzip: bool,
 
     /// Candles stamped further than this ahead of the consumer's clock go to the dead-letter
-    /// topic instead of the state (one far-future candle would otherwise make every later
-    /// real candle of its symbol "late"). Like Kafka's `message.timestamp.after.max.ms`.
-    #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "1h")]
+    /// topic instead of the state. A 1m candle cannot honestly open more than a minute or
+    /// two ahead of a synchronized clock. Like Kafka's `message.timestamp.after.max.ms`.
+    #[arg(long, env = "MAX_FUTURE", value_parser = parse_duration, default_value = "2m")]
     pub max_future: Duration,
+
+    /// How long SIGTERM/SIGINT waits for the batch in progress to be written, its dead
+    /// letters acknowledged and its offsets committed. When it runs out the consumer exits
+    /// at once with a non-zero code; the uncommitted batch is read again on the next start.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub shutdown_timeout: Duration,
+
+    /// Largest record batch the consumer fetches (bytes; `KiB`/`MiB` suffixes accepted);
+    /// sets librdkafka's `receive.message.max.bytes` (this + 64 KiB). A larger one cannot be
+    /// received: once its partition stalls it is skipped into the DLQ unread (reason
+    /// `too_large`, no value). At least 1 MiB (the consumer's `fetch.max.bytes`).
+    #[arg(long, env = "MAX_MESSAGE_BYTES", value_parser = parse_bytes, default_value = "16MiB")]
+    pub max_message_bytes: usize,
 
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`).
     #[arg(long, env = "CONSUMER_HTTP_ADDR", default_value = "0.0.0.0:9102")]
     pub http_addr: SocketAddr,
+}
+
+/// A byte count: digits, optionally followed by `KiB` or `MiB`; at least 1 MiB.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        other => return Err(format!("unknown unit {other:?} (use B, KiB or MiB)")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count like 16MiB"))?;
+    let bytes = n
+        .checked_mul(unit)
+        .filter(|b| *b <= i32::MAX as usize / 2)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 1024 * 1024 {
+        return Err(format!(
+            "{s:?} is below 1MiB, the consumer's fetch.max.bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// This machine's hostname (`/proc/sys/kernel/hostname`, else `$HOSTNAME`), "" when
@@ -220,6 +261,18 @@ mod tests {
         assert_eq!(c.trigger, Duration::from_millis(250));
         assert_eq!(c.group, "candlepipe-consumer");
         assert_eq!(c.http_addr.port(), 9102);
+        assert_eq!(c.max_message_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.max_future, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn byte_counts_parse_with_units_and_a_floor() {
+        assert_eq!(parse_bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_bytes("2048KiB"), Ok(2 << 20));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        for bad in ["1KiB", "12GB", "MiB", "-1", "99999999999MiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     /// The hostname of the machine, as the C library reports it.

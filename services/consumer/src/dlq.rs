@@ -2,8 +2,14 @@
 //! keeps moving and nothing is lost.
 //!
 //! A record keeps the original payload as its value and says why in headers: `error` (the
-//! reason, human readable), `stage` (`decode` or `influx`), `source-topic`,
-//! `source-partition`, `source-offset`. The batch loop waits for every dead letter to be
+//! reason, human readable), `reason` (a short fixed word, the metrics' label), `stage`
+//! (`decode` or `influx`), `source-topic`, `source-partition`, `source-offset`.
+//!
+//! A value longer than [`MAX_VALUE_BYTES`] is cut to its first [`MAX_VALUE_BYTES`] bytes
+//! (headers `payload-bytes` = the original length, `payload-truncated` = `true`): a dead
+//! letter must fit a dead-letter topic with Kafka's default `max.message.bytes`
+//! (1,048,588), or it could never be delivered and its source partition would stop for
+//! good. A message too large to fetch at all has an empty value (the `error` says why). The batch loop waits for every dead letter to be
 //! acknowledged before it commits the source offsets: a poison message is never "handled" by
 //! being forgotten.
 
@@ -14,12 +20,18 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+/// Longest dead-letter value: fits Kafka's default `max.message.bytes` (1,048,588) with
+/// room for the key, the headers and the batch overhead.
+pub const MAX_VALUE_BYTES: usize = 1_000_000;
+
 /// One record for the dead-letter topic.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub payload: Vec<u8>,
     pub key: Option<Vec<u8>>,
     pub error: String,
+    /// Short, fixed reason (`too_large`, `malformed_json`, `future`, `rejected`, ...).
+    pub reason: &'static str,
     pub stage: &'static str,
     pub source_partition: Option<i32>,
     pub source_offset: Option<i64>,
@@ -61,10 +73,17 @@ impl DeadLetters {
         let sends = letters.iter().map(|l| {
             let partition = l.source_partition.map(|p| p.to_string());
             let offset = l.source_offset.map(|o| o.to_string());
+            let truncated = l.payload.len() > MAX_VALUE_BYTES;
+            let full_len = l.payload.len().to_string();
+            let value = &l.payload[..l.payload.len().min(MAX_VALUE_BYTES)];
             let mut headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "error",
                     value: Some(l.error.as_bytes()),
+                })
+                .insert(Header {
+                    key: "reason",
+                    value: Some(l.reason.as_bytes()),
                 })
                 .insert(Header {
                     key: "stage",
@@ -86,8 +105,19 @@ impl DeadLetters {
                     value: Some(o.as_bytes()),
                 });
             }
+            if truncated {
+                headers = headers
+                    .insert(Header {
+                        key: "payload-bytes",
+                        value: Some(full_len.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: "payload-truncated",
+                        value: Some(b"true".as_slice()),
+                    });
+            }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-                .payload(l.payload.as_slice())
+                .payload(value)
                 .headers(headers);
             if let Some(k) = &l.key {
                 record = record.key(k.as_slice());

@@ -7,7 +7,8 @@
 //!
 //! `batch` (Kafka, offsets, rebalances) → `model::decode` → `state` (per-symbol history,
 //! late data) → `rollup` + `window_series` + `indicator` → `point` → `lineproto` → `sink` (InfluxDB), with
-//! `dlq` for what cannot be processed and `metrics` for what an operator sees.
+//! `dlq` for what cannot be processed, `metrics` for what an operator sees, and `watch` for
+//! lag, stalls and the topic's existence, from the broker.
 
 pub mod batch;
 pub mod config;
@@ -19,4 +20,5 @@ pub mod point;
 pub mod rollup;
 pub mod sink;
 pub mod state;
+pub mod watch;
 pub mod window_series;

@@ -6,6 +6,7 @@ use candlepipe_consumer::config::ConsumerConfig;
 use candlepipe_consumer::dlq::DeadLetters;
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::sink::InfluxSink;
+use candlepipe_consumer::watch;
 use candlepipe_model::http::{self, Readiness};
 use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use clap::Parser;
@@ -76,7 +77,12 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
         Err(_) if shutdown.is_shutdown() => return Ok(()),
         Err(e) => return Err(e).context("preparing InfluxDB"),
     }
-    if !kafka::ensure_topic_retrying(&cfg.kafka, &cfg.dlq_topic, 1, 1, &shutdown).await? {
+    let dlq_spec = kafka::TopicSpec {
+        partitions: 1,
+        replication: 1,
+        retention: kafka::Retention::BrokerDefault,
+    };
+    if !kafka::ensure_topic_retrying(&cfg.kafka, &cfg.dlq_topic, dlq_spec, &shutdown).await? {
         return Ok(());
     }
 
@@ -92,13 +98,51 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
             horizon: cfg.late_horizon,
             rebuild_messages: cfg.rebuild_messages,
             max_future: cfg.max_future,
+            max_message_bytes: cfg.max_message_bytes,
         },
         sink,
         dlq,
         metrics.clone(),
     )?;
-    let result = engine.run(shutdown.clone()).await;
+    watch::spawn(
+        &cfg.kafka,
+        &cfg.group,
+        engine.owned(),
+        engine.stalled(),
+        metrics.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    )?;
+    let engine = tokio::spawn(engine.run(shutdown.clone()));
+    let result = run_until_deadline(engine, &shutdown, cfg.shutdown_timeout).await;
     trigger.fire();
     let _ = server.await;
     result
+}
+
+/// Waits for the engine's task until it returns, or until `timeout` after a shutdown
+/// signal: then the process exits at once with a non-zero code. Nothing is dropped or
+/// joined on the way out, since the Kafka clients' destructors (or a commit in progress)
+/// could wait on the very broker that made the shutdown late. The batch in progress stays
+/// uncommitted and is read again on the next start.
+async fn run_until_deadline(
+    mut engine: tokio::task::JoinHandle<anyhow::Result<()>>,
+    shutdown: &shutdown::Shutdown,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut signalled = shutdown.clone();
+    tokio::select! {
+        r = &mut engine => r.unwrap_or_else(|e| Err(anyhow::anyhow!("the consumer loop failed: {e}"))),
+        _ = async {
+            signalled.recv().await;
+            tokio::time::sleep(timeout).await;
+        } => {
+            let e = anyhow::anyhow!(
+                "shutdown timeout ({timeout:?}, --shutdown-timeout) ran out with work undone: \
+                 the batch in progress is not committed and will be read again on the next start"
+            );
+            let _ = telemetry::exit_code("consumer", Err(e)); // logs it
+            std::process::exit(1)
+        }
+    }
 }

@@ -7,7 +7,10 @@
 //!
 //! * open = first open, high = max, low = min, close = last close (in open_time order);
 //! * volume, quote_volume, trades, taker_buy_base, taker_buy_quote = sums, added in
-//!   open_time order starting from 0;
+//!   open_time order starting from 0; they cannot overflow: validation caps every price and
+//!   volume at `candlepipe_model::validate::MAX_AMOUNT` (1e100) and trades at 2^53, so an
+//!   hour of candles sums to a finite, exact total (a non-finite field would be left out of
+//!   the line protocol, silently);
 //! * an optional sum (quote_volume, trades, taker_*) is present only when **every** candle
 //!   of the window has that field. pandas' `.sum()` would count a missing value as 0 and
 //!   silently undercount; a window mixing known and unknown values has no honest total

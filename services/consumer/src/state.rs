@@ -14,11 +14,15 @@
 //!
 //! ## Late data (event time, like Spark's watermark)
 //!
-//! Each symbol's watermark is the largest open_time seen. A candle with
-//! `open_time < watermark − horizon` is [`Applied::Late`]: dropped, state untouched (the
+//! Each symbol's watermark is the largest open_time seen. Its *event time* starts at the
+//! first candle's open_time; a candle past the watermark moves it only to the previous
+//! watermark, and a candle between the two moves it up to itself. So one outlier (a clock
+//! stamping an hour ahead) cannot make the real candles after it late, while an in-order
+//! stream's event time trails its watermark by one candle. A candle with
+//! `open_time < event time − horizon` is [`Applied::Late`]: dropped, state untouched (the
 //! caller counts it). Anything newer inserts or replaces its slot. So that every point such a
 //! candle changes can be recomputed, the history retains
-//! * every candle from the start of the 1h window holding `watermark − horizon` (a late candle
+//! * every candle from the start of the 1h window holding `event time − horizon` (a late candle
 //!   re-emits its 1h window, recomputed from the stored candles), and
 //! * the [`WINDOW`] (20) candles before the first one inside the horizon, with their
 //!   snapshots (the rolling windows and the recursion restart need them).
@@ -71,7 +75,7 @@ pub enum Applied {
     /// "Identical" compares everything a point depends on, bit for bit; `closed` and
     /// `produced_at` are not part of any point and are ignored.
     Unchanged,
-    /// Older than the symbol's watermark minus the horizon: dropped, state untouched.
+    /// Older than the symbol's event time minus the horizon: dropped, state untouched.
     Late,
 }
 
@@ -110,6 +114,9 @@ struct SymbolHistory {
     /// Largest open_time seen (`i64::MIN` before the first candle), which is also the
     /// newest slot's open_time.
     watermark: i64,
+    /// What late candles are measured against (module docs, "Late data"); never above the
+    /// watermark, never decreasing.
+    event_time: i64,
     /// Earliest position of a slot marked changed, or [`NONE`].
     changed_from: usize,
     /// Earliest position whose indicator inputs changed (inserted, or close replaced), or
@@ -122,7 +129,7 @@ struct SymbolHistory {
     /// many slots they had seen: resumed while nothing before that position changed, so an
     /// append does not re-read the 20 previous slots.
     rolling: Option<(usize, Rolling)>,
-    /// Eviction can free nothing while the watermark is below this (recomputed after each
+    /// Eviction can free nothing while the event time is below this (recomputed after each
     /// eviction; too high only delays it), so most flushes skip it without touching the
     /// oldest slots.
     evict_at: i64,
@@ -141,6 +148,7 @@ impl SymbolHistory {
             slots: VecDeque::new(),
             evicted: 0,
             watermark: i64::MIN,
+            event_time: i64::MIN,
             changed_from: NONE,
             recompute_from: NONE,
             cursor: None,
@@ -153,7 +161,7 @@ impl SymbolHistory {
 
     fn apply(&mut self, c: &Candle, horizon_ms: i64) -> Applied {
         let t = c.open_time;
-        if t < self.watermark.saturating_sub(horizon_ms) {
+        if t < self.event_time.saturating_sub(horizon_ms) {
             return Applied::Late;
         }
         let bar = MinuteBar::from_candle(c);
@@ -195,6 +203,16 @@ impl SymbolHistory {
             }
         };
         self.changed_from = self.changed_from.min(pos);
+        // module docs, "Late data": a candle past the watermark confirms the previous one
+        self.event_time = if self.watermark == i64::MIN {
+            t
+        } else if t > self.watermark {
+            self.watermark
+        } else if t < self.watermark {
+            self.event_time.max(t)
+        } else {
+            self.event_time
+        };
         self.watermark = self.watermark.max(t);
         applied
     }
@@ -313,10 +331,10 @@ impl SymbolHistory {
 
     /// Drops candles no accepted message can reach any more (module docs, "Late data").
     fn evict(&mut self, horizon_ms: i64) {
-        if self.watermark < self.evict_at {
+        if self.event_time < self.evict_at {
             return;
         }
-        let accept_from = self.watermark.saturating_sub(horizon_ms);
+        let accept_from = self.event_time.saturating_sub(horizon_ms);
         for series in &mut self.windows {
             series.evict(accept_from);
         }

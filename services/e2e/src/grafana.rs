@@ -13,12 +13,18 @@
 //! left, so a test can prove nothing was missed.
 //!
 //! InfluxQL queries are raw (`rawQuery: true`) and use only `$timeFilter`, `$__interval`,
-//! `$symbol`, `$interval`, `$source`, `$__from` and `$__to`: that text runs unchanged on
-//! InfluxDB 1.x, on 2.x through its v1-compatible `/query` endpoint and on 3.x.
+//! `$symbol`, `$candle_interval`, `$source`, `$__from` and `$__to`: that text runs unchanged
+//! on InfluxDB 1.x, on 2.x through its v1-compatible `/query` endpoint and on 3.x. (The
+//! candle interval variable is not called `interval`: that name would shadow Grafana's own
+//! `$interval`, the older spelling of `$__interval`.)
+//!
+//! [`influx_datasource_auth`] reads how the provisioned InfluxDB datasource authenticates, so
+//! a test sends its queries with the same credential Grafana sends.
 
 use serde_json::Value;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use yaml_rust2::YamlLoader;
 
 /// UID of the provisioned InfluxDB (InfluxQL) datasource.
 pub const INFLUXDB_UID: &str = "candlepipe-influxdb";
@@ -28,6 +34,9 @@ pub const PROMETHEUS_UID: &str = "candlepipe-prometheus";
 pub const MARKET_DASHBOARD_UID: &str = "candlepipe-market";
 /// UID of the Pipeline Health dashboard.
 pub const PIPELINE_DASHBOARD_UID: &str = "candlepipe-pipeline";
+
+/// The Crypto Market dashboard's candle interval variable (`1m`, `5m`, `15m`, `1h`).
+pub const CANDLE_INTERVAL_VAR: &str = "candle_interval";
 
 /// What [`expand_promql`] puts for `$__rate_interval` and `$__interval`: one minute holds
 /// twelve 5 s scrapes, enough for `rate()` to have data everywhere.
@@ -64,6 +73,9 @@ pub enum DashboardError {
     /// The JSON parses but is not a dashboard this module understands (named in `what`).
     #[error("dashboard {path}: {what}")]
     Shape { path: PathBuf, what: String },
+    /// The datasource provisioning is not what [`influx_datasource_auth`] expects.
+    #[error("{path}: {what}")]
+    Datasource { path: PathBuf, what: String },
 }
 
 /// One dashboard file.
@@ -135,6 +147,85 @@ impl TemplateVariable {
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `grafana/provisioning/datasources/datasources.yml`.
+pub fn datasources_path() -> PathBuf {
+    repo_root().join("grafana/provisioning/datasources/datasources.yml")
+}
+
+/// How the provisioned InfluxDB datasource authenticates: HTTP Basic (`basicAuth: true`)
+/// with a v1 authorization's user name and password, both filled by Grafana from the
+/// environment variables named here (`${NAME}` in the YAML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfluxDatasourceAuth {
+    /// The variable `basicAuthUser` reads.
+    pub user_env: String,
+    /// The variable `secureJsonData.basicAuthPassword` reads.
+    pub password_env: String,
+}
+
+/// Reads the InfluxDB datasource of [`datasources_path`] and checks that it sends raw
+/// InfluxQL by POST with HTTP Basic credentials from the environment and nothing else that
+/// authenticates (no custom `Authorization` header, so no token).
+pub fn influx_datasource_auth() -> Result<InfluxDatasourceAuth, DashboardError> {
+    let path = datasources_path();
+    let bad = |what: String| DashboardError::Datasource {
+        path: path.clone(),
+        what,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| DashboardError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let docs = YamlLoader::load_from_str(&text).map_err(|e| bad(format!("not YAML: {e}")))?;
+    let ds = docs
+        .first()
+        .and_then(|d| d["datasources"].as_vec())
+        .into_iter()
+        .flatten()
+        .find(|d| d["uid"].as_str() == Some(INFLUXDB_UID))
+        .ok_or_else(|| bad(format!("no datasource with uid {INFLUXDB_UID}")))?;
+    let json = &ds["jsonData"];
+    if json["version"].as_str() != Some("InfluxQL") || json["httpMode"].as_str() != Some("POST") {
+        return Err(bad(
+            "the InfluxDB datasource must speak InfluxQL by POST".to_owned()
+        ));
+    }
+    let mut header = 1;
+    while let Some(name) = json[format!("httpHeaderName{header}").as_str()].as_str() {
+        if name.eq_ignore_ascii_case("authorization") {
+            return Err(bad(format!(
+                "httpHeaderName{header} sends an Authorization header: the datasource must \
+                 authenticate only with its read-only Basic credentials"
+            )));
+        }
+        header += 1;
+    }
+    if ds["basicAuth"].as_bool() != Some(true) {
+        return Err(bad(
+            "the InfluxDB datasource needs basicAuth: true".to_owned()
+        ));
+    }
+    let env_name = |value: Option<&str>, field: &str| {
+        value
+            .and_then(|v| v.strip_prefix("${"))
+            .and_then(|v| v.strip_suffix('}'))
+            .filter(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{field} must be ${{VARIABLE}} (from the environment), not {value:?}"
+                ))
+            })
+    };
+    Ok(InfluxDatasourceAuth {
+        user_env: env_name(ds["basicAuthUser"].as_str(), "basicAuthUser")?,
+        password_env: env_name(
+            ds["secureJsonData"]["basicAuthPassword"].as_str(),
+            "secureJsonData.basicAuthPassword",
+        )?,
+    })
 }
 
 /// `grafana/dashboards/`, the folder Grafana's file provider loads.
@@ -405,8 +496,8 @@ fn expand(text: &str, resolve: impl Fn(&str) -> Option<String>) -> String {
 /// * `$timeFilter` → `time >= {from_ms}ms and time <= {to_ms}ms` (Grafana's own spelling);
 /// * `$__interval` → [`influxql_interval`]`(from_ms, to_ms)`, `$__interval_ms` in ms;
 /// * `$__from` / `$__to` → `from_ms` / `to_ms`;
-/// * `$symbol`, `$interval`, `$source` → the values, with `\` and `'` escaped because the
-///   dashboards put them inside single-quoted InfluxQL strings.
+/// * `$symbol`, `$candle_interval`, `$source` → the values, with `\` and `'` escaped because
+///   the dashboards put them inside single-quoted InfluxQL strings.
 ///
 /// Any other reference stays as written (see [`template_refs`] to find it).
 pub fn expand_influxql(
@@ -424,10 +515,62 @@ pub fn expand_influxql(
         "__from" => Some(from_ms.to_string()),
         "__to" => Some(to_ms.to_string()),
         "symbol" => Some(influxql_string_escape(symbol)),
-        "interval" => Some(influxql_string_escape(interval)),
+        CANDLE_INTERVAL_VAR => Some(influxql_string_escape(interval)),
         "source" => Some(influxql_string_escape(source)),
         _ => None,
     })
+}
+
+/// One InfluxQL panel query with its variables and macros replaced, as Grafana sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandedInfluxQL {
+    /// `dashboard / panel`, plus `[candle_interval X]` for a per-interval query.
+    pub what: String,
+    pub query: String,
+}
+
+/// Every InfluxQL panel query of `d` as Grafana would send it for this symbol, source and
+/// time range: a query that reads `$candle_interval` once per value in `intervals`, the
+/// others once (with the first value). Identical texts are sent once.
+pub fn influxql_variants(
+    d: &Dashboard,
+    symbol: &str,
+    intervals: &[String],
+    source: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<ExpandedInfluxQL>, DashboardError> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for q in d.queries()? {
+        let PanelQuery::InfluxQL { panel_title, query } = q else {
+            continue;
+        };
+        let per_interval = template_refs(&query)
+            .iter()
+            .any(|r| r.name == CANDLE_INTERVAL_VAR);
+        let values = if per_interval {
+            intervals
+        } else {
+            &intervals[..intervals.len().min(1)]
+        };
+        for interval in values {
+            let text = expand_influxql(&query, symbol, interval, source, from_ms, to_ms);
+            if !seen.insert(text.clone()) {
+                continue;
+            }
+            let what = if per_interval {
+                format!(
+                    "{} / {panel_title} [{CANDLE_INTERVAL_VAR} {interval}]",
+                    d.title
+                )
+            } else {
+                format!("{} / {panel_title}", d.title)
+            };
+            out.push(ExpandedInfluxQL { what, query: text });
+        }
+    }
+    Ok(out)
 }
 
 /// A PromQL expression as Grafana would send it: `$__rate_interval` and `$__interval` →
@@ -511,14 +654,14 @@ mod tests {
     #[test]
     fn finds_every_reference_form_with_its_longest_name() {
         let text =
-            "a $symbol b ${interval} c ${source:raw} d [[old]] e $__interval_ms f $__interval";
+            "a $symbol b ${candle_interval} c ${source:raw} d [[old]] e $__interval_ms f $__interval";
         let refs = template_refs(text);
         let names: Vec<&str> = refs.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
             [
                 "symbol",
-                "interval",
+                "candle_interval",
                 "source",
                 "old",
                 "__interval_ms",
@@ -537,8 +680,8 @@ mod tests {
     #[test]
     fn influxql_expansion_matches_grafanas_spelling() {
         let q = "SELECT last(\"close\") FROM \"candle\" WHERE \"symbol\" = '$symbol' AND \
-                 \"interval\" = '${interval}' AND \"source\" = '$source' AND $timeFilter \
-                 GROUP BY time($__interval) fill(none)";
+                 \"interval\" = '${candle_interval}' AND \"source\" = '$source' AND $timeFilter \
+                 GROUP BY time($__interval) fill(null)";
         // 6 hours → 21.6 s raw, below Grafana's 1m minimum for this datasource
         let from = 1_700_000_000_000;
         let to = from + 6 * 3_600_000;
@@ -547,7 +690,7 @@ mod tests {
             "SELECT last(\"close\") FROM \"candle\" WHERE \"symbol\" = 'BTC-USDT' AND \
              \"interval\" = '5m' AND \"source\" = 'replay' AND \
              time >= 1700000000000ms and time <= 1700021600000ms \
-             GROUP BY time(1m) fill(none)"
+             GROUP BY time(1m) fill(null)"
         );
     }
 
@@ -599,7 +742,7 @@ mod tests {
     #[test]
     fn custom_variables_list_their_values() {
         let v = TemplateVariable {
-            name: "interval".into(),
+            name: CANDLE_INTERVAL_VAR.into(),
             kind: "custom".into(),
             datasource_uid: None,
             query: "1m, 5m,15m,1h".into(),

@@ -13,14 +13,18 @@
 //!   it stands for, plus the logging variables of `candlepipe_model::telemetry`;
 //! * ports and host names: the parsed `--http-addr`, `prometheus/prometheus.yml`, the Grafana
 //!   datasources, the services' healthchecks and the Kafka advertised listeners;
-//! * Grafana and Prometheus files: the mounts, the dashboards provider path, the home
-//!   dashboard, the datasource UIDs the dashboards use;
+//! * Grafana, Prometheus and Alertmanager files: the mounts, the dashboards provider path,
+//!   the home dashboard, the datasource UIDs the dashboards use, the Alertmanager Prometheus
+//!   sends to and the receiver its route ends at;
 //! * `.env.example`: the same variables as the compose file, documented, and the same
 //!   defaults;
 //! * the image: the Dockerfile installs the healthcheck tool, bakes the dataset where
 //!   DATASET_DIR points, runs as a non-root user;
 //! * the server versions: compose's Kafka and InfluxDB images are the versions the tests run
-//!   (`scripts/lib/versions.env`).
+//!   (`scripts/lib/versions.env`);
+//! * Grafana's read-only InfluxDB credential: the init script mounted where the influxdb
+//!   image runs it, executable, with its variables, and the same values handed to Grafana
+//!   (never the admin token); the app image built once and never pulled.
 
 use candlepipe_consumer::config::ConsumerConfig;
 use candlepipe_consumer::sink::InfluxApi;
@@ -453,12 +457,113 @@ fn producer_and_consumer_get_only_variables_they_read_with_values_they_accept() 
         consumer.influx_token.as_ref(),
         "the consumer must write with the token InfluxDB is set up with"
     );
+    // Grafana queries with the read-only credential the influxdb service creates from the
+    // same values, and never holds the admin token.
     let grafana = environment(service(&doc, "grafana"));
+    let auth = grafana::influx_datasource_auth().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        Some(&grafana["INFLUX_TOKEN"]),
-        consumer.influx_token.as_ref(),
-        "Grafana must query with the token InfluxDB is set up with"
+        grafana.get(&auth.user_env),
+        influxdb.get("INFLUXDB_READ_USER"),
+        "Grafana's {} must be the user the influxdb service creates",
+        auth.user_env
     );
+    assert_eq!(
+        grafana.get(&auth.password_env),
+        influxdb.get("INFLUXDB_READ_PASSWORD"),
+        "Grafana's {} must be the password the influxdb service sets",
+        auth.password_env
+    );
+    let admin = &influxdb["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"];
+    assert!(
+        grafana.values().all(|v| !v.contains(admin.as_str())),
+        "Grafana must not get InfluxDB's admin token: {grafana:?}"
+    );
+}
+
+/// The influxdb image runs the executable `*.sh` of `/docker-entrypoint-initdb.d` once, after
+/// the first-start setup: the repo's `influxdb/initdb/` is mounted there, every script in it
+/// is executable (else the image skips it silently), and the variables the Grafana credential
+/// script reads are set on the service.
+#[test]
+fn influxdb_runs_the_repo_init_scripts_that_create_grafanas_credential() {
+    use std::os::unix::fs::PermissionsExt;
+    let doc = resolved();
+    let svc = service(&doc, "influxdb");
+    let dir = mounted_at(svc, "influxdb", "/docker-entrypoint-initdb.d");
+    assert_eq!(
+        dir.canonicalize().unwrap(),
+        repo("influxdb/initdb").canonicalize().unwrap()
+    );
+    let env = environment(svc);
+    let mut scripts = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("influxdb/initdb") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "sh") {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert!(
+                mode & 0o111 != 0,
+                "{} is not executable: the image would skip it",
+                path.display()
+            );
+            scripts.push(path);
+        }
+    }
+    let script = scripts
+        .iter()
+        .find(|p| read(p).contains("influx v1 auth create"))
+        .unwrap_or_else(|| panic!("no script in {} creates a v1 authorization", dir.display()));
+    let text = read(script);
+    assert!(
+        text.contains("--read-bucket") && !text.contains("--write-bucket"),
+        "{}: the credential reads and never writes",
+        script.display()
+    );
+    for var in ["INFLUXDB_READ_USER", "INFLUXDB_READ_PASSWORD"] {
+        assert!(text.contains(var), "{} reads {var}", script.display());
+        assert!(
+            env.get(var).is_some_and(|v| !v.is_empty()),
+            "the influxdb service must set {var} for {}",
+            script.display()
+        );
+    }
+    assert!(
+        env["INFLUXDB_READ_PASSWORD"].len() >= 8,
+        "InfluxDB refuses v1 passwords shorter than 8 characters"
+    );
+}
+
+/// One service builds `candlepipe:local` (and never pulls it); every other service that runs
+/// it has no `build:` and never pulls either, so compose builds the image once.
+#[test]
+fn the_app_image_is_built_once_and_never_pulled() {
+    let doc = resolved();
+    let mut builders = Vec::new();
+    let mut users = Vec::new();
+    for name in service_names(&doc) {
+        let svc = service(&doc, &name);
+        if !svc["build"].is_badvalue() {
+            builders.push(name.clone());
+            assert_eq!(scalar(&svc["image"]), "candlepipe:local", "{name} builds");
+            assert_eq!(
+                svc["pull_policy"].as_str(),
+                Some("build"),
+                "{name} builds, never pulls"
+            );
+        } else if scalar(&svc["image"]) == "candlepipe:local" {
+            users.push(name.clone());
+            assert_eq!(
+                svc["pull_policy"].as_str(),
+                Some("never"),
+                "{name} runs the built image and must never try to pull it"
+            );
+        }
+    }
+    assert_eq!(
+        builders,
+        ["producer"],
+        "exactly one service builds the image"
+    );
+    assert_eq!(users, ["consumer"]);
 }
 
 #[test]
@@ -558,25 +663,32 @@ fn metrics_ports_match_the_binaries_and_the_consumer_scales() {
     }
 }
 
+/// The value of `--{flag}=` in the command of service `name`.
+fn command_flag(doc: &Yaml, name: &str, flag: &str) -> String {
+    let command = strings(&service(doc, name)["command"]);
+    command
+        .iter()
+        .find_map(|c| c.strip_prefix(&format!("--{flag}=")))
+        .unwrap_or_else(|| panic!("{name} command sets no --{flag}: {command:?}"))
+        .to_owned()
+}
+
+/// Service `name`'s `--config.file`, read from the repo folder mounted at `mount`, and
+/// that folder.
+fn mounted_config(doc: &Yaml, name: &str, mount: &str) -> (Yaml, PathBuf) {
+    let dir = mounted_at(service(doc, name), name, mount);
+    let config_file = command_flag(doc, name, "config.file");
+    let rel = config_file
+        .strip_prefix(&format!("{mount}/"))
+        .unwrap_or_else(|| panic!("{name}'s --config.file={config_file} is outside {mount}"));
+    (parse_yaml(&config_file, &read(&dir.join(rel))), dir)
+}
+
 #[test]
 fn prometheus_scrapes_the_compose_services_on_their_metrics_ports() {
     let doc = resolved();
-    let prom = service(&doc, "prometheus");
-    let config_dir = mounted_at(prom, "prometheus", "/etc/prometheus");
-    let command = strings(&prom["command"]);
-    let flag = |name: &str| {
-        command
-            .iter()
-            .find_map(|c| c.strip_prefix(&format!("--{name}=")))
-            .unwrap_or_else(|| panic!("prometheus command sets no --{name}: {command:?}"))
-            .to_owned()
-    };
-    let config_file = flag("config.file");
-    let rel = config_file
-        .strip_prefix("/etc/prometheus/")
-        .unwrap_or_else(|| panic!("--config.file={config_file} is outside the mounted folder"));
-    let config = parse_yaml(&config_file, &read(&config_dir.join(rel)));
-    let self_port = host_port(&flag("web.listen-address")).1;
+    let (config, config_dir) = mounted_config(&doc, "prometheus", "/etc/prometheus");
+    let self_port = host_port(&command_flag(&doc, "prometheus", "web.listen-address")).1;
     assert!(container_ports(&doc, "prometheus").contains(&self_port));
 
     for rules in strings(&config["rule_files"]) {
@@ -608,9 +720,49 @@ fn prometheus_scrapes_the_compose_services_on_their_metrics_ports() {
             scraped.insert(host);
         }
     }
-    for app in ["producer", "consumer"] {
+    for app in ["producer", "consumer", "influxdb"] {
         assert!(scraped.contains(app), "Prometheus does not scrape {app}");
     }
+}
+
+#[test]
+fn prometheus_sends_alerts_to_the_alertmanager_service_which_loads_the_repo_config() {
+    let doc = resolved();
+    let (prometheus, _) = mounted_config(&doc, "prometheus", "/etc/prometheus");
+    let managers = prometheus["alerting"]["alertmanagers"]
+        .as_vec()
+        .expect("prometheus.yml has alerting.alertmanagers");
+    let targets: Vec<String> = managers
+        .iter()
+        .flat_map(|m| m["static_configs"].as_vec().cloned().unwrap_or_default())
+        .flat_map(|sc| strings(&sc["targets"]))
+        .collect();
+    assert_eq!(
+        targets,
+        ["alertmanager:9093"],
+        "prometheus.yml alerting targets"
+    );
+    let listen = host_port(&command_flag(&doc, "alertmanager", "web.listen-address")).1;
+    assert_listens(&doc, "alertmanager", listen, "alerting.alertmanagers");
+    assert_eq!(listen, 9093);
+
+    // Alertmanager runs the repo's file, whose root route ends at a receiver it defines.
+    let (config, _) = mounted_config(&doc, "alertmanager", "/etc/alertmanager");
+    let receiver = scalar(&config["route"]["receiver"]);
+    let receivers: Vec<String> = config["receivers"]
+        .as_vec()
+        .expect("alertmanager.yml has receivers")
+        .iter()
+        .map(|r| scalar(&r["name"]))
+        .collect();
+    assert!(
+        receivers.contains(&receiver),
+        "the root route sends to {receiver:?}, not one of the receivers {receivers:?}"
+    );
+    assert!(
+        read(&repo(".gitignore")).contains("/alertmanager/secrets/"),
+        "the secrets folder alertmanager.yml suggests must be git-ignored"
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -758,6 +910,18 @@ fn services_start_in_order_and_the_topics_exist_first() {
         "kafka-init must create {}:\n{script}",
         consumer.dlq_topic
     );
+    // the candle topic keeps everything, with the same configs the producer creates it with
+    let candles_line = script
+        .lines()
+        .find(|l| l.contains(&format!("--topic {} ", producer.kafka.topic)))
+        .expect("the candle topic's line");
+    for (key, value) in candlepipe_model::kafka::KEEP_FOREVER {
+        assert!(
+            candles_line.contains(&format!("--config {key}={value}")),
+            "kafka-init must create {} with {key}={value}:\n{candles_line}",
+            producer.kafka.topic
+        );
+    }
     assert_eq!(
         environment(service(&doc, "kafka"))["KAFKA_AUTO_CREATE_TOPICS_ENABLE"],
         "false"
@@ -802,7 +966,9 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
 
     for name in ["producer", "consumer"] {
         let svc = service(&doc, name);
-        let build = scalar(&svc["build"]["dockerfile"]);
+        // Both run the image the producer service builds from the Dockerfile.
+        assert_eq!(scalar(&svc["image"]), "candlepipe:local");
+        let build = scalar(&service(&doc, "producer")["build"]["dockerfile"]);
         assert_eq!(build, "Dockerfile");
         let bin = strings(&svc["command"])[0].clone();
         assert_eq!(bin, name);
@@ -847,5 +1013,51 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
             .extension()
             .is_some_and(|x| x == "parquet")),
         "dataset/ holds no parquet file to bake in"
+    );
+}
+
+/// The README's `POST /mode` example works when pasted: it reads `ADMIN_TOKEN_FILE` from
+/// `.env` and falls back to the very file compose hands the producer as its admin-token
+/// secret without a `.env`; the producer reads that secret through `ADMIN_TOKEN_FILE`.
+#[test]
+fn the_readme_mode_switch_example_sends_the_compose_token() {
+    let readme = read(&repo("README.md"));
+    assert!(
+        readme
+            .lines()
+            .any(|l| l.starts_with("ADMIN_TOKEN_FILE=$(sed -n 's/^ADMIN_TOKEN_FILE=//p' .env")),
+        "the README's POST /mode example reads ADMIN_TOKEN_FILE from .env first"
+    );
+    let post = readme
+        .lines()
+        .find(|l| l.contains("curl -s -X POST localhost:9101/mode"))
+        .expect("a POST /mode example");
+    let fallback = post
+        .split("Authorization: Bearer $(cat ${ADMIN_TOKEN_FILE:-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_else(|| panic!("the example sends the token file's content: {post}"));
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let doc = parse_yaml("compose config", &compose(Some(empty.path()), &[]));
+    let secret = scalar(&doc["secrets"]["admin_token"]["file"]);
+    assert_eq!(
+        std::fs::canonicalize(repo(fallback)).expect("the README's fallback file exists"),
+        std::fs::canonicalize(&secret).expect("compose's admin_token secret file exists"),
+        "the README falls back to compose's default admin-token secret"
+    );
+    let producer = service(&doc, "producer");
+    assert_eq!(
+        environment(producer)["ADMIN_TOKEN_FILE"],
+        "/run/secrets/admin_token",
+        "the producer reads the token from its secret"
+    );
+    assert!(
+        !environment(producer).contains_key("ADMIN_TOKEN"),
+        "the token itself is not in the producer's environment"
+    );
+    let token = std::fs::read_to_string(&secret).unwrap();
+    assert!(
+        !token.trim_end_matches('\n').is_empty(),
+        "the laptop token file is not empty"
     );
 }

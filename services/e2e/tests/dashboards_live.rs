@@ -8,21 +8,26 @@
 //! provisioned dashboard to those servers, exactly as Grafana would send it:
 //!
 //! * InfluxQL: the template variables are resolved the way Grafana resolves them — `symbol`
-//!   and `source` by running the variables' own queries against InfluxDB, `interval` from
-//!   its custom values (a query that reads `$interval` runs once per value) — and the macros
+//!   and `source` by running the variables' own queries against InfluxDB, `candle_interval`
+//!   from its custom values (a query that reads `$candle_interval` runs once per value) — and
+//!   the macros
 //!   (`$timeFilter`, `$__interval`) for the dashboard's default time range (`now-6h` to
 //!   `now`). Each query must return at least one row with a non-null value. Queries go to
-//!   InfluxDB 2's `/query` as the provisioned datasource sends them (POST, its
-//!   `Authorization: Token` header, the bucket as `db` through the virtual DBRP mapping). The
-//!   datasource reads bucket `crypto`; here the consumer writes a bucket of its own.
+//!   InfluxDB 2's `/query` as the provisioned datasource sends them (POST, HTTP Basic with a
+//!   read-only v1 credential, the bucket as `db` through the virtual DBRP mapping). The
+//!   datasource reads bucket `crypto` with the credential compose's init script creates;
+//!   here the consumer writes a bucket of its own and the test creates the same kind of
+//!   credential on it (`Influxd::create_read_only_credential`), so a panel that needed more
+//!   than read access to its bucket would fail here.
 //! * PromQL: the macros expanded ([`expand_promql`]), sent as instant queries. Each must
 //!   return at least one series. A `rate()` needs two scrapes, so the queries are retried
 //!   until they answer or a deadline passes; the scrape and rule intervals are 1 s instead of
 //!   the stack's 5 s to keep that short. A quantile recording rule is NaN in a minute without
 //!   observations: a returned series still counts (Grafana draws the gap).
 //!
-//! The producer replays with `--rebase --backfill 6h --speed max`: six hours of candles are
-//! stamped into the last six hours at once, so the dashboards' default range holds data,
+//! The producer replays with `--rebase --backfill 40h --speed max`: forty hours of candles
+//! are stamped into the last forty hours at once, so the dashboards' default range (6 hours)
+//! holds data and every interval's indicators, the 1h MACD signal included, have values,
 //! and then it keeps ticking one candle a minute, so the producer's gauges stay up and the
 //! flow rates (candles sent, messages consumed, points written) turn positive, which the
 //! test waits for before running the panels.
@@ -31,13 +36,13 @@
 //! shows every empty panel rather than the first.
 
 use candlepipe_e2e::grafana::{
-    self, expand_influxql, expand_promql, template_refs, Dashboard, PanelQuery, TemplateVariable,
-    INFLUXDB_UID,
+    self, expand_influxql, expand_promql, template_refs, Dashboard, ExpandedInfluxQL, PanelQuery,
+    TemplateVariable, CANDLE_INTERVAL_VAR, INFLUXDB_UID,
 };
 use candlepipe_model::time::{now_ms, parse_duration};
 use candlepipe_model::{Interval, Source};
 use candlepipe_testkit::pipeline::{count_points, ConsumerRun, ServiceProcess};
-use candlepipe_testkit::{testdata, wait_until, workspace_bin, Influxd, Prometheus, INFLUX_TOKEN};
+use candlepipe_testkit::{testdata, unique, wait_until, workspace_bin, Influxd, Prometheus};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -46,6 +51,11 @@ use yaml_rust2::YamlLoader;
 
 /// The replayed pair: the file stem, and so the `symbol` tag.
 const SYMBOL: &str = "XRP-ETH";
+
+/// How much market time the producer replays at once, stamped to end now: enough for the 1h
+/// indicators (MACD's signal needs 34 hourly closes) to have values in the dashboards'
+/// default 6 hours. The replayed file holds 41 hours.
+const BACKFILL: &str = "40h";
 
 /// How long the pipeline may take to fill InfluxDB and Prometheus. The machine running the
 /// tests is small and busy (debug binaries, parallel builds): generous on purpose.
@@ -84,7 +94,7 @@ impl Pipeline {
             "replay",
             "--rebase",
             "--backfill",
-            "6h",
+            BACKFILL,
             "--speed",
             "max",
             "--brokers",
@@ -107,21 +117,22 @@ impl Pipeline {
     }
 }
 
-/// Waits until the consumer has written what the market dashboard reads: 1m candles, every
-/// rollup interval and indicators.
+/// Waits until the consumer has written what the market dashboard reads: candles and
+/// indicators (RSI and MACD's signal, the last to fill) at every interval.
 fn wait_for_market_data(influx: &Influxd, pipeline: &mut Pipeline) {
     let db = pipeline.run.db.clone();
     wait_until(
         FILL_TIMEOUT,
-        "1m candles, 5m/15m/1h rollups and indicators in InfluxDB",
+        "candles and indicators of every interval in InfluxDB",
         || {
             pipeline.producer.assert_running();
             pipeline.consumer.assert_running();
-            let candles = Interval::ALL.iter().all(|i| {
+            Interval::ALL.iter().all(|i| {
                 let filter = format!("\"interval\" = '{}'", i.as_str());
                 count_points(influx, &db, "candle", "close", &filter) > 0
-            });
-            candles && count_points(influx, &db, "indicator", "rsi_14", "") > 0
+                    && count_points(influx, &db, "indicator", "rsi_14", &filter) > 0
+                    && count_points(influx, &db, "indicator", "macd_signal", &filter) > 0
+            })
         },
     );
 }
@@ -267,12 +278,7 @@ fn variable(d: &Dashboard, name: &str) -> TemplateVariable {
 
 /// The values an InfluxDB `query` variable offers: its `SHOW TAG VALUES` run against the
 /// pipeline's database (after expanding the variables it depends on).
-fn query_variable_values(
-    influx: &Influxd,
-    db: &str,
-    d: &Dashboard,
-    v: &TemplateVariable,
-) -> Vec<String> {
+fn query_variable_values(ds: &Datasource, d: &Dashboard, v: &TemplateVariable) -> Vec<String> {
     assert_eq!(
         v.kind, "query",
         "{}: variable {} is a query",
@@ -293,7 +299,7 @@ fn query_variable_values(
         d.title,
         v.name
     );
-    let answer = grafana_query(influx, db, &q);
+    let answer = ds.query(&q);
     let mut values = Vec::new();
     for series in answer["results"][0]["series"]
         .as_array()
@@ -339,50 +345,45 @@ struct Outcome {
     failed: Vec<String>,
 }
 
-/// The token the provisioned InfluxDB datasource sends: its custom header must be
-/// `Authorization: Token ${INFLUX_TOKEN}` (InfluxDB 2's scheme), with the variable Grafana
-/// fills from its environment set here to the test server's token.
-fn datasource_token() -> String {
-    let path = grafana::repo_root().join("grafana/provisioning/datasources/datasources.yml");
-    let text = std::fs::read_to_string(&path).expect("datasources.yml");
-    let doc = &YamlLoader::load_from_str(&text).expect("datasources.yml is YAML")[0];
-    let ds = doc["datasources"]
-        .as_vec()
-        .into_iter()
-        .flatten()
-        .find(|d| d["uid"].as_str() == Some(INFLUXDB_UID))
-        .expect("the InfluxDB datasource is provisioned");
-    assert_eq!(ds["jsonData"]["version"].as_str(), Some("InfluxQL"));
-    assert_eq!(ds["jsonData"]["httpMode"].as_str(), Some("POST"));
-    assert_eq!(
-        ds["jsonData"]["httpHeaderName1"].as_str(),
-        Some("Authorization")
-    );
-    let value = ds["secureJsonData"]["httpHeaderValue1"]
-        .as_str()
-        .expect("the datasource sends an Authorization header");
-    let token = value.strip_prefix("Token ").unwrap_or_else(|| {
-        panic!("InfluxDB 2 wants `Token <token>`, the datasource sends {value:?}")
-    });
-    assert!(
-        token.starts_with("${") && token.ends_with('}'),
-        "the datasource's token comes from the environment: {token:?}"
-    );
-    INFLUX_TOKEN.to_owned()
+/// What the provisioned InfluxDB datasource sends: HTTP Basic with the read-only v1
+/// credential (never the admin token, [`grafana::influx_datasource_auth`] checks), here the
+/// one the test created on the pipeline's bucket as compose's init script creates it on
+/// `crypto`.
+struct Datasource<'a> {
+    influx: &'a Influxd,
+    db: String,
+    authorization: String,
 }
 
-/// An InfluxQL query sent the way the provisioned datasource sends it: POST to `/query` on
-/// InfluxDB 2 with the datasource's token; `db` is the bucket (its virtual DBRP mapping).
-fn grafana_query(influx: &Influxd, db: &str, q: &str) -> Value {
-    let (status, body) = influx.query_as(&datasource_token(), db, q);
-    assert!(status < 300, "InfluxDB answered {status} to {q:?}: {body}");
-    serde_json::from_str(&body).expect("InfluxDB answered JSON")
+impl<'a> Datasource<'a> {
+    fn new(influx: &'a Influxd, db: &str) -> Datasource<'a> {
+        let auth = grafana::influx_datasource_auth().unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "the datasource sends Basic ${{{}}}:${{{}}}: a read-only v1 credential on {db}",
+            auth.user_env, auth.password_env
+        );
+        let credential =
+            influx.create_read_only_credential(db, &unique("grafana"), "dashboards-live-read-only");
+        Datasource {
+            influx,
+            db: db.to_owned(),
+            authorization: credential.basic_auth_header(),
+        }
+    }
+
+    /// An InfluxQL query sent the way the datasource sends it: POST to `/query` with its
+    /// Basic credentials; `db` is the bucket (its virtual DBRP mapping).
+    fn query(&self, q: &str) -> Value {
+        let (status, body) = self.influx.query_with(&self.authorization, &self.db, q);
+        assert!(status < 300, "InfluxDB answered {status} to {q:?}: {body}");
+        serde_json::from_str(&body).expect("InfluxDB answered JSON")
+    }
 }
 
 /// Rows of an InfluxQL answer that hold at least one non-null value besides `time`; an
 /// InfluxQL error is an `Err` with its message.
-fn rows_with_values(influx: &Influxd, db: &str, q: &str) -> Result<usize, String> {
-    let answer = grafana_query(influx, db, q);
+fn rows_with_values(ds: &Datasource, q: &str) -> Result<usize, String> {
+    let answer = ds.query(q);
     let result = &answer["results"][0];
     if let Some(err) = result.get("error") {
         return Err(format!("InfluxQL error: {err}"));
@@ -406,23 +407,17 @@ fn rows_with_values(influx: &Influxd, db: &str, q: &str) -> Result<usize, String
 }
 
 /// Runs every InfluxQL query of `d` for the variable values Grafana would offer.
-fn run_influxql(
-    influx: &Influxd,
-    db: &str,
-    d: &Dashboard,
-    queries: &[(String, String)],
-    out: &mut Outcome,
-) {
-    let symbols = query_variable_values(influx, db, d, &variable(d, "symbol"));
+fn run_influxql(ds: &Datasource, d: &Dashboard, out: &mut Outcome) {
+    let symbols = query_variable_values(ds, d, &variable(d, "symbol"));
     assert!(
         symbols.iter().any(|s| s == SYMBOL),
         "{}: the symbol variable lists {symbols:?}, not {SYMBOL}",
         d.title
     );
-    let intervals = variable(d, "interval").custom_values();
+    let intervals = variable(d, CANDLE_INTERVAL_VAR).custom_values();
     let all: Vec<&str> = Interval::ALL.iter().map(|i| i.as_str()).collect();
-    assert_eq!(intervals, all, "{}: the interval variable", d.title);
-    let sources = query_variable_values(influx, db, d, &variable(d, "source"));
+    assert_eq!(intervals, all, "{}: the candle interval variable", d.title);
+    let sources = query_variable_values(ds, d, &variable(d, "source"));
     let source = Source::Replay.as_str();
     assert_eq!(
         sources,
@@ -432,37 +427,21 @@ fn run_influxql(
     );
 
     let (from_ms, to_ms) = time_range_ms(d);
-    let mut seen = BTreeSet::new();
-    for (panel, query) in queries {
-        let per_interval = template_refs(query).iter().any(|r| r.name == "interval");
-        let values = if per_interval {
-            &intervals[..]
-        } else {
-            &intervals[..1]
-        };
-        for interval in values {
-            let q = expand_influxql(query, SYMBOL, interval, source, from_ms, to_ms);
-            if !seen.insert(q.clone()) {
-                continue;
-            }
-            let what = if per_interval {
-                format!("{} / {panel} [interval {interval}]", d.title)
-            } else {
-                format!("{} / {panel}", d.title)
-            };
-            let left = template_refs(&q);
-            if !left.is_empty() {
-                let names: Vec<&str> = left.iter().map(|r| r.name.as_str()).collect();
-                out.failed.push(format!(
-                    "{what}: references left after expansion {names:?}: {q}"
-                ));
-                continue;
-            }
-            match rows_with_values(influx, db, &q) {
-                Ok(0) => out.failed.push(format!("{what}: no row with a value: {q}")),
-                Ok(n) => out.ran.push(format!("{what}: {n} rows: {q}")),
-                Err(e) => out.failed.push(format!("{what}: {e}: {q}")),
-            }
+    let variants = grafana::influxql_variants(d, SYMBOL, &intervals, source, from_ms, to_ms)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for ExpandedInfluxQL { what, query: q } in variants {
+        let left = template_refs(&q);
+        if !left.is_empty() {
+            let names: Vec<&str> = left.iter().map(|r| r.name.as_str()).collect();
+            out.failed.push(format!(
+                "{what}: references left after expansion {names:?}: {q}"
+            ));
+            continue;
+        }
+        match rows_with_values(ds, &q) {
+            Ok(0) => out.failed.push(format!("{what}: no row with a value: {q}")),
+            Ok(n) => out.ran.push(format!("{what}: {n} rows: {q}")),
+            Err(e) => out.failed.push(format!("{what}: {e}: {q}")),
         }
     }
 }
@@ -523,23 +502,25 @@ fn every_panel_query_of_every_dashboard_returns_data_from_a_running_pipeline() {
     wait_for_market_data(influx, &mut pipeline);
     prometheus.wait_for_scrapes();
 
+    let datasource = Datasource::new(influx, &pipeline.run.db);
+
     let dashboards = grafana::load_dashboards().unwrap_or_else(|e| panic!("{e}"));
     assert!(!dashboards.is_empty(), "no dashboard in grafana/dashboards");
     let mut out = Outcome::default();
     let (mut influxql_count, mut promql_count) = (0, 0);
     for d in &dashboards {
-        let mut influxql = Vec::new();
+        let mut influxql = 0;
         let mut promql = Vec::new();
         for q in d.queries().unwrap_or_else(|e| panic!("{e}")) {
             match q {
-                PanelQuery::InfluxQL { panel_title, query } => influxql.push((panel_title, query)),
+                PanelQuery::InfluxQL { .. } => influxql += 1,
                 PanelQuery::PromQL { panel_title, expr } => promql.push((panel_title, expr)),
             }
         }
-        influxql_count += influxql.len();
+        influxql_count += influxql;
         promql_count += promql.len();
-        if !influxql.is_empty() {
-            run_influxql(influx, &pipeline.run.db, d, &influxql, &mut out);
+        if influxql > 0 {
+            run_influxql(&datasource, d, &mut out);
         }
         if !promql.is_empty() {
             run_promql(&prometheus.server, d, &promql, &mut out);

@@ -530,14 +530,13 @@ fn provisioned_datasources_have_the_fixed_uids_and_point_at_the_compose_services
     assert_eq!(influx["url"].as_str(), Some("http://influxdb:8086"));
     assert_eq!(influx["jsonData"]["version"].as_str(), Some("InfluxQL"));
     assert_eq!(influx["jsonData"]["dbName"].as_str(), Some("crypto"));
-    assert_eq!(
-        influx["jsonData"]["httpHeaderName1"].as_str(),
-        Some("Authorization")
-    );
-    assert_eq!(
-        influx["secureJsonData"]["httpHeaderValue1"].as_str(),
-        Some("Token ${INFLUX_TOKEN}"),
-        "the InfluxDB 2.x token comes from the environment, never from the file"
+    // Read-only Basic credentials from the environment, never the admin token in a header.
+    let auth = grafana::influx_datasource_auth().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(auth.user_env, "INFLUX_READ_USER");
+    assert_eq!(auth.password_env, "INFLUX_READ_PASSWORD");
+    assert!(
+        !read("grafana/provisioning/datasources/datasources.yml").contains("INFLUX_TOKEN"),
+        "the datasource must not name the admin token"
     );
     let prom = by_uid(PROMETHEUS_UID);
     assert_eq!(prom["type"].as_str(), Some("prometheus"));
@@ -812,12 +811,20 @@ fn influxql_selects_pin_the_interval_tag() {
                 1,
                 "{what}: a SELECT on {measurement} must filter \"interval\" = '...' once: {raw:?}"
             );
-            // candles and indicators both exist for every interval
             let v = pinned[0];
-            assert!(
-                v == "$interval" || intervals.contains(&v),
-                "{what}: interval {v:?} is not one of {intervals:?} or $interval"
-            );
+            if measurement == "indicator" {
+                // Indicators exist per interval, over that interval's closes: the overlays
+                // show the selected interval's, never the 1m ones on a 1h chart.
+                assert_eq!(
+                    v, "$candle_interval",
+                    "{what}: indicators follow the candle interval variable"
+                );
+            } else {
+                assert!(
+                    v == "$candle_interval" || intervals.contains(&v),
+                    "{what}: interval {v:?} is not one of {intervals:?} or $candle_interval"
+                );
+            }
         }
     }
 }
@@ -953,7 +960,7 @@ fn crypto_market_is_the_home_dashboard_with_the_panels_issue_4_asks_for() {
 
     let vars = d.variables().unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
-    assert_eq!(names, ["symbol", "interval", "source"]);
+    assert_eq!(names, ["symbol", "candle_interval", "source"]);
     assert_eq!(vars[0].kind, "query");
     assert_eq!(
         vars[0].query,
@@ -969,7 +976,7 @@ fn crypto_market_is_the_home_dashboard_with_the_panels_issue_4_asks_for() {
 
     let candles = panel(
         &d,
-        "$symbol candles ($interval) with VWAP, SMA 20, EMA 12/26 and Bollinger bands",
+        "$symbol candles ($candle_interval) with VWAP, SMA 20, EMA 12/26 and Bollinger bands",
     );
     assert_eq!(candles["type"], "candlestick");
     assert_eq!(candles["options"]["mode"], "candles+volume");
@@ -988,12 +995,12 @@ fn crypto_market_is_the_home_dashboard_with_the_panels_issue_4_asks_for() {
         );
     }
     assert!(
-        text.contains("\"interval\" = '$interval'"),
-        "candles follow the interval variable"
+        text.contains("\"interval\" = '$candle_interval'"),
+        "candles follow the candle interval variable"
     );
 
-    assert!(panel_texts(&d, "RSI 14").contains("\"rsi_14\""));
-    let macd = panel_texts(&d, "MACD (12, 26, 9)");
+    assert!(panel_texts(&d, RSI_TITLE).contains("\"rsi_14\""));
+    let macd = panel_texts(&d, "MACD (12, 26, 9) ($candle_interval)");
     for f in ["macd", "macd_signal", "macd_hist"] {
         assert!(macd.contains(&format!("\"{f}\"")), "MACD panel lacks {f}");
     }
@@ -1102,6 +1109,7 @@ fn prometheus_scrapes_the_compose_services_every_5s_and_loads_the_rules() {
     assert_eq!(targets["producer"], ["producer:9101"]);
     assert_eq!(targets["consumer"], ["consumer:9102"]);
     assert_eq!(targets["prometheus"], ["localhost:9090"]);
+    assert_eq!(targets["influxdb"], ["influxdb:8086"]);
 }
 
 #[test]
@@ -1146,6 +1154,10 @@ fn every_alert_has_for_severity_annotations_and_a_unit_test() {
         "CandlepipeDeadLetters",
         "CandlepipeProducerStalled",
         "CandlepipeTargetDown",
+        "CandlepipeConsumerBackpressure",
+        "CandlepipeYahooRateLimited",
+        "CandlepipeEndToEndLatencyHigh",
+        "CandlepipeLateCandlesDropped",
     ] {
         assert!(
             alerts.contains(required),
@@ -1182,4 +1194,245 @@ fn promtool_accepts_the_config() {
 #[test]
 fn promtool_rule_unit_tests_pass() {
     promtool(&["test", "rules", "prometheus/tests/rules_test.yml"]);
+}
+
+// ------------------------------------------------------------------------------------------
+// What a trader sees: instant stats, honest gaps, units, thresholds (issue 11)
+// ------------------------------------------------------------------------------------------
+
+/// Title of the RSI panel.
+const RSI_TITLE: &str = "RSI 14 ($candle_interval)";
+
+/// The Prometheus targets of a panel.
+fn prom_targets(p: &Value) -> Vec<&Value> {
+    p["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["expr"].is_string())
+        .collect()
+}
+
+/// The threshold step values of a panel's defaults (the base step has none).
+fn threshold_values(p: &Value) -> Vec<f64> {
+    p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["value"].as_f64())
+        .collect()
+}
+
+#[test]
+fn stat_panels_read_the_current_value_not_the_range() {
+    let mut checked = 0;
+    for d in dashboards() {
+        for p in d.panels() {
+            if !matches!(p["type"].as_str(), Some("stat" | "gauge")) {
+                continue;
+            }
+            let title = p["title"].as_str().unwrap_or_default();
+            // PromQL: an instant query, so a switched mode or a scaled-away consumer is gone
+            // at once instead of lingering for the whole range.
+            for t in prom_targets(p) {
+                assert_eq!(t["instant"], true, "{}: {title} must be instant", d.title);
+                assert_eq!(
+                    t["range"], false,
+                    "{}: {title} must not be a range",
+                    d.title
+                );
+                checked += 1;
+            }
+            // InfluxQL: one value for the range (last/first/sum), never a series over time.
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(q) = t["query"].as_str() {
+                    assert!(
+                        !q.contains("GROUP BY time("),
+                        "{}: stat {title} reads one value, not a series: {q}",
+                        d.title
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 8, "only {checked} stat targets found");
+}
+
+#[test]
+fn gaps_stay_gaps_fill_null_and_no_line_across_them() {
+    for d in dashboards() {
+        for (what, q) in influxql_texts(&d) {
+            assert!(
+                !q.contains("fill(none)"),
+                "{what}: fill(none) drops empty buckets and the line jumps across the gap: {q}"
+            );
+            if q.contains("GROUP BY time(") {
+                assert!(
+                    q.contains("fill(null)"),
+                    "{what}: an empty bucket must be null (a gap): {q}"
+                );
+            }
+        }
+        for p in d.panels() {
+            if matches!(p["type"].as_str(), Some("timeseries" | "candlestick")) {
+                let span = &p["fieldConfig"]["defaults"]["custom"]["spanNulls"];
+                assert!(
+                    span == false || span.is_number(),
+                    "{}: {}: spanNulls {span} joins every gap",
+                    d.title,
+                    p["title"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_variable_shadows_grafanas_interval_and_indicators_follow_the_candle_interval() {
+    for d in dashboards() {
+        for v in d.variables().unwrap_or_else(|e| panic!("{e}")) {
+            assert!(
+                !matches!(v.name.as_str(), "interval" | "__interval" | "timeFilter"),
+                "{}: variable {:?} shadows one of Grafana's own",
+                d.title,
+                v.name
+            );
+        }
+    }
+    let d = dashboard(MARKET_DASHBOARD_UID);
+    for title in [
+        "$symbol candles ($candle_interval) with VWAP, SMA 20, EMA 12/26 and Bollinger bands",
+        RSI_TITLE,
+        "MACD (12, 26, 9) ($candle_interval)",
+    ] {
+        let text = panel_texts(&d, title);
+        assert!(
+            text.contains("\"interval\" = '$candle_interval'")
+                && text.contains("GROUP BY time($candle_interval)"),
+            "{title}: one point per candle of the selected interval: {text}"
+        );
+    }
+}
+
+#[test]
+fn rsi_draws_its_30_and_70_lines() {
+    let d = dashboard(MARKET_DASHBOARD_UID);
+    let rsi = panel(&d, RSI_TITLE);
+    let style = rsi["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"]
+        .as_str()
+        .unwrap_or("off");
+    assert!(
+        matches!(style, "line" | "dashed" | "line+area" | "dashed+area"),
+        "the thresholds must be drawn (thresholdsStyle), not only defined: {style:?}"
+    );
+    assert_eq!(threshold_values(rsi), [30.0, 70.0]);
+    assert_eq!(rsi["fieldConfig"]["defaults"]["min"], 0);
+    assert_eq!(rsi["fieldConfig"]["defaults"]["max"], 100);
+}
+
+#[test]
+fn prices_have_a_currency_neutral_number_unit_with_decimals() {
+    let d = dashboard(MARKET_DASHBOARD_UID);
+    for title in [
+        "Last price",
+        "Change over range",
+        "$symbol candles ($candle_interval) with VWAP, SMA 20, EMA 12/26 and Bollinger bands",
+    ] {
+        let defaults = &panel(&d, title)["fieldConfig"]["defaults"];
+        // `locale`: thousands separators, up to `decimals` fraction digits, no currency sign
+        // (pairs quote in USDT, USD, ETH, ...): 67,012.5 and 0.00021345 both read right.
+        assert_eq!(defaults["unit"], "locale", "{title}: price unit");
+        assert_eq!(
+            defaults["decimals"], 8,
+            "{title}: crypto prices need 8 decimals"
+        );
+    }
+    let table = panel(&d, "All symbols");
+    let overrides = table["fieldConfig"]["overrides"].to_string();
+    assert!(
+        overrides.contains("\"Last price\"") && overrides.contains("\"locale\""),
+        "the table's price column has the price unit: {overrides}"
+    );
+}
+
+#[test]
+fn pipeline_thresholds_fit_a_steady_one_candle_a_minute_stream() {
+    let d = dashboard(PIPELINE_DASHBOARD_UID);
+    // Between two writes of a steady stream 60 s pass, plus the batch trigger: that must
+    // stay green.
+    let steps = threshold_values(panel(&d, "Since last InfluxDB write"));
+    assert!(
+        steps.first().is_some_and(|first| *first >= 120.0),
+        "\"Since last InfluxDB write\" leaves green at {steps:?} s: a write a minute is normal"
+    );
+    let duration = d
+        .panels()
+        .into_iter()
+        .find(|p| {
+            p["targets"]
+                .to_string()
+                .contains("consumer_batch_duration_seconds")
+        })
+        .expect("a batch duration panel");
+    let said = format!("{} {}", duration["title"], duration["description"]);
+    assert!(
+        said.contains("collect") && said.contains("BATCH_TRIGGER"),
+        "the batch duration panel says it includes collecting the next batch: {said}"
+    );
+    let size = panel(&d, "Batch size p50 / p99 and mean");
+    let text = size["targets"].to_string();
+    assert!(
+        text.contains("batch_size_messages_sum") && text.contains("batch_size_messages_count"),
+        "the exact mean is shown next to the interpolated quantiles"
+    );
+}
+
+/// The consumer's batch-size buckets have a bound at the default batch cap, so the
+/// interpolated p99 of batches at the cap reads the cap, not more.
+#[test]
+fn batch_size_buckets_have_a_bound_at_the_default_cap() {
+    use candlepipe_consumer::config::ConsumerConfig;
+    use candlepipe_consumer::metrics::BATCH_SIZE_BUCKETS;
+    use clap::Parser;
+    let cap = ConsumerConfig::parse_from(["consumer"]).max_batch as f64;
+    assert!(
+        BATCH_SIZE_BUCKETS.contains(&cap),
+        "{BATCH_SIZE_BUCKETS:?} lacks {cap}"
+    );
+}
+
+#[test]
+fn pipeline_health_shows_freshness_partitions_cpu_and_memory() {
+    let d = dashboard(PIPELINE_DASHBOARD_UID);
+    let find = |needle: &str| {
+        d.panels()
+            .into_iter()
+            .find(|p| {
+                prom_targets(p)
+                    .iter()
+                    .any(|t| t["expr"].to_string().contains(needle))
+            })
+            .unwrap_or_else(|| panic!("no panel reads {needle}"))
+    };
+    let fresh = find("candlepipe_producer_last_candle_timestamp_seconds");
+    let t = prom_targets(fresh)[0];
+    assert!(t["expr"].as_str().unwrap().contains("time() -"), "an age");
+    assert!(
+        t["legendFormat"].as_str().unwrap().contains("{{mode}}"),
+        "the age is labelled with the source the producer runs"
+    );
+    let parts = find("candlepipe_consumer_assigned_partitions");
+    assert!(prom_targets(parts)[0]["legendFormat"]
+        .as_str()
+        .unwrap()
+        .contains("{{instance}}"));
+    assert_eq!(
+        find("process_cpu_seconds_total")["fieldConfig"]["defaults"]["unit"],
+        "percentunit"
+    );
+    assert_eq!(
+        find("process_resident_memory_bytes")["fieldConfig"]["defaults"]["unit"],
+        "bytes"
+    );
 }

@@ -3,8 +3,9 @@
 //! The script is how people without Docker run candlepipe, so it is tested the way they use
 //! it: `up` starts what docker-compose.yml runs (Apache Kafka in KRaft mode with the topics
 //! kafka-init creates, InfluxDB 2 set up with an org, the bucket `crypto` and a token,
-//! Prometheus, the producer and the consumer on the real bundled `dataset/`, replayed fast),
-//! the candles must reach InfluxDB and Prometheus must scrape both services, then `down` must
+//! Alertmanager, Prometheus, the producer and the consumer on the real bundled `dataset/`,
+//! replayed fast), the candles must reach InfluxDB, Prometheus must scrape both services and
+//! InfluxDB and send to the stack's Alertmanager, then `down` must
 //! stop every process it started. A second `up` on the same state must reuse it (Kafka's
 //! storage is formatted once, InfluxDB is set up once), and `down -v` must delete it.
 //!
@@ -14,7 +15,7 @@
 //! the [`NativeStack`] runs `down`.
 
 use candlepipe_testkit::http_client::{encode_query, get, post_form};
-use candlepipe_testkit::{free_port, wait_until, workspace_bin};
+use candlepipe_testkit::{free_port, wait_until, workspace_bin, V1Credential};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::Value;
@@ -32,10 +33,26 @@ fn repo() -> PathBuf {
 }
 
 /// The services `up` starts here (no Grafana is installed in this environment).
-const SERVICES: [&str; 5] = ["kafka", "influxdb", "prometheus", "producer", "consumer"];
+const SERVICES: [&str; 6] = [
+    "kafka",
+    "influxdb",
+    "alertmanager",
+    "prometheus",
+    "producer",
+    "consumer",
+];
 
 /// The InfluxDB token this stack is set up with (not the default: it must pass through).
 const TOKEN: &str = "stack-script-test-token";
+
+/// Grafana's read-only InfluxDB credential the stack is started with (not the defaults:
+/// INFLUXDB_READ_USER and INFLUXDB_READ_PASSWORD must pass through).
+fn reader() -> V1Credential {
+    V1Credential {
+        username: "grafana-test".to_owned(),
+        password: "stack-test-read-only".to_owned(),
+    }
+}
 
 /// Partitions of `candles` (not the default 6: `KAFKA_PARTITIONS` must pass through).
 const PARTITIONS: usize = 3;
@@ -47,6 +64,7 @@ struct NativeStack {
     kafka: u16,
     influxdb: u16,
     prometheus: u16,
+    alertmanager: u16,
 }
 
 impl NativeStack {
@@ -59,8 +77,9 @@ impl NativeStack {
             "GRAFANA_PORT",
             "PRODUCER_PORT",
             "CONSUMER_PORT",
+            "ALERTMANAGER_PORT",
         ];
-        // Seven distinct free ports (the kernel could hand the same one out twice).
+        // Eight distinct free ports (the kernel could hand the same one out twice).
         let mut ports = BTreeSet::new();
         while ports.len() < names.len() {
             ports.insert(free_port());
@@ -71,6 +90,8 @@ impl NativeStack {
             .zip(ports.iter().map(u16::to_string))
             .collect();
         env.push(("INFLUXDB_TOKEN", TOKEN.to_owned()));
+        env.push(("INFLUXDB_READ_USER", reader().username));
+        env.push(("INFLUXDB_READ_PASSWORD", reader().password));
         env.push(("KAFKA_PARTITIONS", PARTITIONS.to_string()));
         // Values in `extra` win (the refusal test takes a port on purpose).
         env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
@@ -89,6 +110,7 @@ impl NativeStack {
             kafka: port("KAFKA_PORT"),
             influxdb: port("INFLUXDB_PORT"),
             prometheus: port("PROMETHEUS_PORT"),
+            alertmanager: port("ALERTMANAGER_PORT"),
             env,
         }
     }
@@ -125,17 +147,21 @@ impl NativeStack {
             .collect()
     }
 
-    /// Runs InfluxQL on the stack's InfluxDB 2 as Grafana's datasource does: `/query` with
+    /// Runs InfluxQL on the stack's InfluxDB 2 with the admin token: `/query` with
     /// `db=crypto` (the bucket's virtual DBRP mapping), the statement as a form, and
     /// `Authorization: Token <token>`.
     fn influxql(&self, q: &str) -> Option<Value> {
+        self.influxql_as(&format!("Token {TOKEN}"), q)
+    }
+
+    /// [`Self::influxql`] with another `Authorization` header (Grafana's Basic credentials).
+    fn influxql_as(&self, authorization: &str, q: &str) -> Option<Value> {
         let url = format!(
             "http://127.0.0.1:{}/query?{}",
             self.influxdb,
             encode_query(&[("db", "crypto"), ("epoch", "ms")])
         );
-        let auth = format!("Token {TOKEN}");
-        match post_form(&url, &[("q", q)], &[("Authorization", auth.as_str())]) {
+        match post_form(&url, &[("q", q)], &[("Authorization", authorization)]) {
             Some((200, body)) => serde_json::from_str(&body).ok(),
             _ => None,
         }
@@ -275,6 +301,16 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
             "`up` should create {topic} with {partitions} partition(s); the broker lists {topics:?}"
         );
     }
+    // `candles` is the log of record: kept forever, in time and size.
+    let configs =
+        candlepipe_testkit::topic_configs(&format!("127.0.0.1:{}", stack.kafka), "candles");
+    for key in ["retention.ms", "retention.bytes"] {
+        assert_eq!(
+            configs.get(key).map(String::as_str),
+            Some("-1"),
+            "candles {key}"
+        );
+    }
 
     // Data flows: dataset → producer → Kafka → consumer → InfluxDB 2, for every symbol.
     let expected = dataset_symbols();
@@ -283,13 +319,49 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
         "1m candles of every dataset symbol in InfluxDB",
         || symbols_with_candles(&stack) == expected,
     );
-    // Prometheus (on its generated loopback config) scrapes both services and itself.
-    let jobs: BTreeSet<String> = ["producer", "consumer", "prometheus"]
+    // Grafana's read-only credential, created by `up`: it reads the candles, and InfluxDB
+    // refuses it DROP MEASUREMENT.
+    let basic = reader().basic_auth_header();
+    let counted = |auth: &str| {
+        stack
+            .influxql_as(auth, "SELECT count(\"close\") FROM \"candle\"")
+            .and_then(|v| v["results"][0]["series"][0]["values"][0][1].as_u64())
+    };
+    assert!(
+        counted(&basic).is_some_and(|n| n > 0),
+        "the read-only credential reads the candles"
+    );
+    let dropped = stack
+        .influxql_as(&basic, "DROP MEASUREMENT \"candle\"")
+        .expect("InfluxDB answers the DROP");
+    assert_eq!(
+        dropped["results"][0]["error"], "insufficient permissions",
+        "the read-only credential may not drop: {dropped}"
+    );
+    assert!(
+        counted(&format!("Token {TOKEN}")).is_some_and(|n| n > 0),
+        "the candles are still there"
+    );
+    // Prometheus (on its generated loopback config) scrapes both services, InfluxDB and
+    // itself, and sends alerts to the stack's Alertmanager.
+    let jobs: BTreeSet<String> = ["producer", "consumer", "influxdb", "prometheus"]
         .map(str::to_owned)
         .into();
     wait_until(DATA_TIMEOUT, "Prometheus to scrape every job", || {
         jobs.is_subset(&jobs_up(&stack))
     });
+    let alertmanager = format!("127.0.0.1:{}", stack.alertmanager);
+    wait_until(
+        DATA_TIMEOUT,
+        "Prometheus to list the stack's Alertmanager",
+        || {
+            get(&format!(
+                "http://127.0.0.1:{}/api/v1/alertmanagers",
+                stack.prometheus
+            ))
+            .is_some_and(|(status, body)| status == 200 && body.contains(&alertmanager))
+        },
+    );
 
     let status = stack.run(&["status"]);
     assert!(
@@ -359,7 +431,7 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
     );
     let left: Vec<_> = pids.iter().filter(|(_, pid)| process_runs(*pid)).collect();
     assert!(left.is_empty(), "still running after `down -v`: {left:?}");
-    for data in ["kafka", "influxdb2", "prometheus"] {
+    for data in ["kafka", "influxdb2", "alertmanager", "prometheus"] {
         assert!(
             !stack.state.path().join(data).exists(),
             "`down -v` left {data}/ behind"

@@ -1,8 +1,16 @@
 //! Kafka settings both services share: where the brokers are, which topic, extra
 //! librdkafka properties (TLS, SASL, tuning) passed through untouched, and topic creation.
+//!
+//! The candle topic is the log of record (a Kappa architecture: every view in InfluxDB can
+//! be rebuilt by re-reading it), so it is created to keep everything, in time and in size;
+//! Kafka's default would delete it after 7 days. An existing topic is never changed, but a
+//! finite retention on it gets a warning with the command that lifts it.
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
@@ -51,19 +59,43 @@ impl KafkaArgs {
     }
 }
 
-/// Creates `topic` with `partitions` partitions when it does not exist yet. An existing topic
-/// is left as it is (its partition count is logged, not changed).
-pub async fn ensure_topic(
-    args: &KafkaArgs,
-    topic: &str,
-    partitions: i32,
-    replication: i32,
-) -> anyhow::Result<()> {
+/// How long a topic keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// The broker's default (7 days unless the operator changed it): dead letters.
+    BrokerDefault,
+    /// Everything, forever (`retention.ms=-1`, `retention.bytes=-1`): the log of record.
+    Forever,
+}
+
+/// The topic configs that make a topic keep everything.
+pub const KEEP_FOREVER: [(&str, &str); 2] = [("retention.ms", "-1"), ("retention.bytes", "-1")];
+
+/// What a topic should look like when a service creates it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicSpec {
+    pub partitions: i32,
+    pub replication: i32,
+    pub retention: Retention,
+}
+
+/// Creates `topic` as `spec` says when it does not exist yet. An existing topic is left as
+/// it is; if it should keep everything but does not, a warning says so and how to fix it.
+pub async fn ensure_topic(args: &KafkaArgs, topic: &str, spec: TopicSpec) -> anyhow::Result<()> {
     let mut cfg = args.client_config();
     args.finish(&mut cfg);
     let admin: AdminClient<DefaultClientContext> =
         cfg.create().context("creating the Kafka admin client")?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    let mut new = NewTopic::new(
+        topic,
+        spec.partitions,
+        TopicReplication::Fixed(spec.replication),
+    );
+    if spec.retention == Retention::Forever {
+        for (key, value) in KEEP_FOREVER {
+            new = new.set(key, value);
+        }
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &opts)
@@ -71,9 +103,14 @@ pub async fn ensure_topic(
         .with_context(|| format!("creating topic {topic:?} on {}", args.brokers))?;
     for r in results {
         match r {
-            Ok(name) => tracing::info!(topic = %name, partitions, "created topic"),
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = spec.partitions, retention = ?spec.retention, "created topic")
+            }
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::debug!(topic = %name, "topic exists")
+                tracing::debug!(topic = %name, "topic exists");
+                if spec.retention == Retention::Forever {
+                    warn_if_finite(&admin, &name, &opts).await;
+                }
             }
             Err((name, code)) => bail!("creating topic {name:?} failed: {code}"),
         }
@@ -81,18 +118,63 @@ pub async fn ensure_topic(
     Ok(())
 }
 
+/// Warns when an existing log-of-record topic deletes old messages.
+async fn warn_if_finite(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    opts: &AdminOptions,
+) {
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], opts)
+        .await;
+    let entries: Vec<(String, Option<String>)> = match described.as_deref() {
+        Ok([Ok(resource)]) if resource.specifier == OwnedResourceSpecifier::Topic(topic.into()) => {
+            resource
+                .entries
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect()
+        }
+        other => {
+            tracing::warn!(topic, "could not read the topic's retention: {other:?}");
+            return;
+        }
+    };
+    let finite = finite_retention(&entries);
+    if !finite.is_empty() {
+        tracing::warn!(
+            topic,
+            "the topic deletes old candles ({}): it is the log of record the views are rebuilt from; \
+             keep everything with `kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics \
+             --entity-name {topic} --add-config retention.ms=-1,retention.bytes=-1`",
+            finite.join(", ")
+        );
+    }
+}
+
+/// The retention settings among a topic's configs that delete messages: `key=value` for
+/// each of [`KEEP_FOREVER`]'s keys whose value is not `-1`.
+pub fn finite_retention(entries: &[(String, Option<String>)]) -> Vec<String> {
+    KEEP_FOREVER
+        .iter()
+        .filter_map(|(key, forever)| {
+            let value = entries.iter().find(|(k, _)| k == key)?.1.as_deref()?;
+            (value != *forever).then(|| format!("{key}={value}"))
+        })
+        .collect()
+}
+
 /// [`ensure_topic`], retried every 2 s while the brokers are unreachable (they may still be
 /// starting). Returns `Ok(false)` when `shutdown` fires first.
 pub async fn ensure_topic_retrying(
     args: &KafkaArgs,
     topic: &str,
-    partitions: i32,
-    replication: i32,
+    spec: TopicSpec,
     shutdown: &crate::shutdown::Shutdown,
 ) -> anyhow::Result<bool> {
     let mut shutdown = shutdown.clone();
     loop {
-        match ensure_topic(args, topic, partitions, replication).await {
+        match ensure_topic(args, topic, spec).await {
             Ok(()) => return Ok(true),
             Err(e) => {
                 tracing::warn!("{e:#}; retrying in 2s");
@@ -122,6 +204,31 @@ pub async fn probe_brokers(producer: rdkafka::producer::FutureProducer) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finite_retention_names_what_deletes() {
+        let e = |k: &str, v: Option<&str>| (k.to_owned(), v.map(str::to_owned));
+        let forever = [
+            e("retention.ms", Some("-1")),
+            e("retention.bytes", Some("-1")),
+        ];
+        assert!(finite_retention(&forever).is_empty());
+        let week = [
+            e("cleanup.policy", Some("delete")),
+            e("retention.ms", Some("604800000")),
+            e("retention.bytes", Some("-1")),
+        ];
+        assert_eq!(finite_retention(&week), ["retention.ms=604800000"]);
+        let both = [
+            e("retention.ms", Some("1000")),
+            e("retention.bytes", Some("5")),
+        ];
+        assert_eq!(
+            finite_retention(&both),
+            ["retention.ms=1000", "retention.bytes=5"]
+        );
+        assert!(finite_retention(&[e("retention.ms", None)]).is_empty());
+    }
 
     #[test]
     fn properties_parse_and_reject_garbage() {

@@ -15,6 +15,14 @@ pub const MIN_OPEN_TIME_MS: i64 = 946_684_800_000;
 /// First open time no longer accepted: 2100-01-01T00:00Z.
 pub const MAX_OPEN_TIME_MS: i64 = 4_102_444_800_000;
 
+/// Largest accepted price or volume. An hour of candles at this bound still sums (volume,
+/// quote volume, and the vwap numerator Σ typical price × volume, 60 × 1e200) to a finite
+/// number, so no rollup field can overflow to infinity and silently vanish; real markets
+/// are hundreds of orders of magnitude below it.
+pub const MAX_AMOUNT: f64 = 1e100;
+/// Largest accepted trade count, 2^53: exact as a float, and 60 of them sum in a `u64`.
+pub const MAX_TRADES: u64 = 1 << 53;
+
 /// Why a candle was rejected.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum InvalidCandle {
@@ -28,6 +36,10 @@ pub enum InvalidCandle {
     NotFinite { field: &'static str, value: f64 },
     #[error("field `{field}` is negative ({value})")]
     Negative { field: &'static str, value: f64 },
+    #[error("field `{field}` = {value:e} is above the limit {MAX_AMOUNT:e} (rollup sums must stay finite)")]
+    AboveLimit { field: &'static str, value: f64 },
+    #[error("trades {0} is above the limit {MAX_TRADES} (rollup sums must stay exact)")]
+    TooManyTrades(u64),
     #[error("high {high} is below low {low}")]
     HighBelowLow { high: f64, low: f64 },
     #[error("field `{field}` = {value} is outside [low {low}, high {high}]")]
@@ -98,6 +110,12 @@ pub fn validate(c: &Candle) -> Result<(), InvalidCandle> {
         if value < 0.0 {
             return Err(InvalidCandle::Negative { field, value });
         }
+        if value > MAX_AMOUNT {
+            return Err(InvalidCandle::AboveLimit { field, value });
+        }
+    }
+    if let Some(trades) = c.trades.filter(|t| *t > MAX_TRADES) {
+        return Err(InvalidCandle::TooManyTrades(trades));
     }
     if c.high < c.low {
         return Err(InvalidCandle::HighBelowLow {
@@ -162,6 +180,18 @@ mod tests {
             (
                 Box::new(|c| c.quote_volume = Some(-2.0)),
                 "`quote_volume` is negative",
+            ),
+            (
+                Box::new(|c| c.volume = 1e308),
+                "`volume` = 1e308 is above the limit 1e100",
+            ),
+            (
+                Box::new(|c| c.taker_buy_quote = Some(2e100)),
+                "`taker_buy_quote` = 2e100 is above the limit",
+            ),
+            (
+                Box::new(|c| c.trades = Some(u64::MAX)),
+                "trades 18446744073709551615 is above the limit",
             ),
             (Box::new(|c| c.low = 13.0), "high 12 is below low 13"),
             (Box::new(|c| c.close = 12.5), "`close` = 12.5 is outside"),

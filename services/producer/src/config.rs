@@ -102,11 +102,21 @@ pub struct ProducerConfig {
     #[arg(long, env = "REPLAY_ON_SWITCH", value_enum, default_value = "resume")]
     pub replay_on_switch: ReplayOnSwitch,
 
-    /// Symbols to publish, comma separated. Replay: parquet file stems, or a kline file's
-    /// symbol as replayed (`BTC-USDT` for `BTCUSDT-1m-*.zip`) (default all files).
-    /// Live: Yahoo tickers (default BTC-USD,ETH-USD,USDT-USD,BNB-USD,USDC-USD).
+    /// Symbols of the mode the producer starts in, comma separated (see `--replay-symbols`
+    /// and `--live-symbols`, which name each mode's own and win over this one).
     #[arg(long, env = "SYMBOLS", value_delimiter = ',')]
     pub symbols: Option<Vec<String>>,
+
+    /// Replay symbols, comma separated: parquet file stems, or a kline file's symbol as
+    /// replayed (`BTC-USDT` for `BTCUSDT-1m-*.zip`). Default: `--symbols` when starting in
+    /// replay, else every file. Also what a switch to replay (`POST /mode`) replays.
+    #[arg(long, env = "REPLAY_SYMBOLS", value_delimiter = ',')]
+    pub replay_symbols: Option<Vec<String>>,
+
+    /// Live symbols, comma separated Yahoo tickers. Default: `--symbols` when starting live,
+    /// else BTC-USD,ETH-USD,USDT-USD,BNB-USD,USDC-USD. Also what a switch to live polls.
+    #[arg(long, env = "LIVE_SYMBOLS", value_delimiter = ',')]
+    pub live_symbols: Option<Vec<String>>,
 
     /// Live mode: how often each symbol's chart is polled.
     #[arg(long, env = "LIVE_POLL_INTERVAL", value_parser = parse_duration, default_value = "15s")]
@@ -206,6 +216,34 @@ impl ProducerConfig {
     pub fn rebase(&self) -> bool {
         self.rebase && !self.no_rebase
     }
+
+    /// The symbols replay publishes (`None`: every file): `--replay-symbols`, else
+    /// `--symbols` when the producer starts in replay.
+    pub fn replay_symbols(&self) -> Option<Vec<String>> {
+        self.mode_symbols(&self.replay_symbols, Mode::Replay)
+    }
+
+    /// The tickers live mode polls (`None`: the default list): `--live-symbols`, else
+    /// `--symbols` when the producer starts live.
+    pub fn live_symbols(&self) -> Option<Vec<String>> {
+        self.mode_symbols(&self.live_symbols, Mode::Live)
+    }
+
+    /// An empty list (`REPLAY_SYMBOLS=`, as compose passes an unset `.env` value) counts as
+    /// not given; blank entries are dropped.
+    fn mode_symbols(&self, own: &Option<Vec<String>>, mode: Mode) -> Option<Vec<String>> {
+        let given = |list: &Option<Vec<String>>| {
+            let names: Vec<String> = list
+                .iter()
+                .flatten()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (!names.is_empty()).then_some(names)
+        };
+        given(own).or_else(|| given(&self.symbols).filter(|_| self.mode == mode))
+    }
 }
 
 #[cfg(test)]
@@ -252,6 +290,45 @@ mod tests {
             e.contains("ADMIN_TOKEN") && e.contains("ADMIN_TOKEN_FILE"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn each_mode_has_its_own_symbols_and_symbols_names_the_start_mode() {
+        let v = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let c = ProducerConfig::parse_from([
+            "producer",
+            "--replay-symbols",
+            "XRP-ETH,BTC-USDT",
+            "--live-symbols",
+            "BTC-USD",
+        ]);
+        assert_eq!(c.replay_symbols(), v(&["XRP-ETH", "BTC-USDT"]));
+        assert_eq!(c.live_symbols(), v(&["BTC-USD"]));
+        // --symbols applies to the start mode only, and the mode's own flag wins.
+        let replay = ProducerConfig::parse_from(["producer", "--symbols", "XRP-ETH"]);
+        assert_eq!(replay.replay_symbols(), v(&["XRP-ETH"]));
+        assert_eq!(replay.live_symbols(), None);
+        let live = ProducerConfig::parse_from(["producer", "--mode", "live", "--symbols", "A-USD"]);
+        assert_eq!(live.live_symbols(), v(&["A-USD"]));
+        assert_eq!(live.replay_symbols(), None);
+        let both = ProducerConfig::parse_from([
+            "producer",
+            "--symbols",
+            "XRP-ETH",
+            "--replay-symbols",
+            "BTC-USDT",
+        ]);
+        assert_eq!(both.replay_symbols(), v(&["BTC-USDT"]));
+        // Empty (compose's `${REPLAY_SYMBOLS:-}`): the default.
+        let empty = ProducerConfig::parse_from([
+            "producer",
+            "--replay-symbols=",
+            "--live-symbols=",
+            "--symbols",
+            "XRP-ETH",
+        ]);
+        assert_eq!(empty.replay_symbols(), v(&["XRP-ETH"]));
+        assert_eq!(empty.live_symbols(), None);
     }
 
     #[test]

@@ -55,7 +55,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--speed / REPLAY_SPEED: {e}"))?;
     let replay_opts = ReplayOptions {
         dataset: cfg.dataset.clone(),
-        symbols: cfg.symbols.clone().filter(|_| cfg.mode == Mode::Replay),
+        symbols: cfg.replay_symbols(),
         start: cfg.start,
         end: cfg.end,
         speed,
@@ -84,10 +84,9 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
     if let Some(r) = &replay {
         progress::spawn_replay_gauges(r.stats(), metrics.clone(), shutdown.clone());
     }
-    let live_symbols = match (&cfg.symbols, cfg.mode) {
-        (Some(s), Mode::Live) => s.clone(),
-        _ => DEFAULT_LIVE_SYMBOLS.iter().map(|s| s.to_string()).collect(),
-    };
+    let live_symbols = cfg
+        .live_symbols()
+        .unwrap_or_else(|| DEFAULT_LIVE_SYMBOLS.iter().map(|s| s.to_string()).collect());
     let live = LiveSource::new(
         LiveOptions {
             symbols: live_symbols,
@@ -133,12 +132,16 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         move || kafka::probe_brokers(probe.clone()),
     );
 
-    // The topic must exist before the first candle: create it (6 partitions) if missing.
+    // The topic must exist before the first candle: create it (6 partitions, keeping
+    // everything: it is the log of record) if missing.
     let created = kafka::ensure_topic_retrying(
         &cfg.kafka,
         &cfg.kafka.topic,
-        cfg.partitions,
-        cfg.replication_factor,
+        kafka::TopicSpec {
+            partitions: cfg.partitions,
+            replication: cfg.replication_factor,
+            retention: kafka::Retention::Forever,
+        },
         &shutdown,
     )
     .await?;

@@ -122,6 +122,9 @@ impl KafkaSink {
             .set("linger.ms", opts.linger.as_millis().to_string())
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
+            // Java's default partitioner (murmur2 of the key): a symbol lands on the
+            // partition a Java producer would pick, and the bundled symbols spread out
+            .set("partitioner", "murmur2_random")
             .set(
                 "message.timeout.ms",
                 opts.delivery_timeout.as_millis().to_string(),

@@ -7,7 +7,10 @@ use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use candlepipe_model::{codec, Candle};
 use candlepipe_testkit::fixtures::read_candles;
-use candlepipe_testkit::{read_topic, testdata, unique, wait_until, Kafka};
+use candlepipe_testkit::pipeline::create_topic_with;
+use candlepipe_testkit::{
+    java_partitions, read_topic, testdata, topic_configs, unique, wait_until, Kafka,
+};
 use parquet::arrow::ArrowWriter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,6 +137,67 @@ fn the_bundled_dataset_arrives_exactly_once_in_order() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_topic_equals_files(&topic, &files);
+}
+
+/// The topic the producer creates is the log of record: it keeps everything (Kafka's default
+/// would delete candles after 7 days). And each symbol lands on the partition Apache Kafka's
+/// Java producer would pick for its key (murmur2), asked of Kafka's own Java code.
+#[test]
+fn the_created_topic_keeps_everything_and_keys_land_where_java_puts_them() {
+    let topic = unique("replay-log-of-record");
+    let out = replay(&bundled_dataset_dir(), &topic, &[]);
+    assert!(
+        out.status.success(),
+        "producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let brokers = &Kafka::shared().brokers;
+    let configs = topic_configs(brokers, &topic);
+    assert_eq!(configs.get("retention.ms").map(String::as_str), Some("-1"));
+    assert_eq!(
+        configs.get("retention.bytes").map(String::as_str),
+        Some("-1")
+    );
+
+    let records = read_topic(brokers, &topic);
+    let placed: BTreeMap<String, i32> = records
+        .iter()
+        .map(|r| (r.key_str().to_owned(), r.partition))
+        .collect();
+    for r in &records {
+        assert_eq!(
+            placed[r.key_str()],
+            r.partition,
+            "{}: one partition",
+            r.key_str()
+        );
+    }
+    let keys: Vec<&str> = placed.keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5, "the bundled symbols: {keys:?}");
+    assert_eq!(placed, java_partitions(&keys, 6));
+}
+
+/// An existing topic is never changed, but one that deletes old candles gets a warning that
+/// names the setting and the command that lifts it.
+#[test]
+fn a_finite_retention_on_an_existing_topic_is_warned_about() {
+    let topic = unique("replay-finite");
+    let brokers = &Kafka::shared().brokers;
+    create_topic_with(brokers, &topic, 6, 1, &[("retention.ms", "86400000")]);
+    let out = replay(&bundled_dataset_dir(), &topic, &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "producer failed: {log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("deletes old candles"))
+        .unwrap_or_else(|| panic!("no retention warning in:\n{log}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("retention.ms=86400000"), "{warning}");
+    assert!(
+        warning.contains("retention.ms=-1,retention.bytes=-1"),
+        "{warning}"
+    );
+    assert_eq!(topic_configs(brokers, &topic)["retention.ms"], "86400000");
 }
 
 #[test]

@@ -127,6 +127,29 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<TopicRecord> {
     out
 }
 
+/// A topic's configs as the broker describes them (every key, defaults included).
+pub fn topic_configs(brokers: &str, topic: &str) -> HashMap<String, String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0")
+        .create()
+        .expect("admin client");
+    let described = crate::pipeline::tokio_rt()
+        .block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new()))
+        .unwrap_or_else(|e| panic!("describing {topic}: {e}"));
+    let resource = described
+        .into_iter()
+        .next()
+        .expect("one resource")
+        .unwrap_or_else(|e| panic!("describing {topic}: {e}"));
+    resource
+        .entries
+        .into_iter()
+        .filter_map(|e| Some((e.name, e.value?)))
+        .collect()
+}
+
 /// Produces raw records (key, payload, headers) and waits until all are acknowledged.
 pub fn produce_raw(brokers: &str, topic: &str, records: &[(Option<&[u8]>, &[u8])]) {
     let producer: BaseProducer = ClientConfig::new()

@@ -1,9 +1,10 @@
 //! # candlepipe-testkit
 //!
 //! Integration tests run against the real servers users run, never mocks or stand-ins:
-//! Apache Kafka in KRaft mode, InfluxDB 2 (and InfluxDB 1.x for the v1 write API) and
-//! Prometheus. This crate starts them as child processes in temp dirs on free loopback ports,
-//! waits until each answers, and makes sure they die with the test process.
+//! Apache Kafka in KRaft mode, InfluxDB 2 (and InfluxDB 1.x for the v1 write API),
+//! Prometheus and Alertmanager. This crate starts them as child processes in temp dirs on
+//! free loopback ports, waits until each answers, and makes sure they die with the test
+//! process.
 //!
 //! Servers are expensive to start, so each test binary shares one broker and one influxd
 //! ([`Kafka::shared`], [`Influxd::shared`]) and every test takes its own topic, consumer
@@ -16,6 +17,7 @@
 //! Children are spawned from one long-lived thread with `PR_SET_PDEATHSIG`, so even the shared
 //! servers (held in statics, which Rust never drops) are killed when the test binary exits.
 
+mod background_server;
 pub mod fixtures;
 pub mod http_client;
 mod kafka;
@@ -23,12 +25,16 @@ pub mod pipeline;
 mod process;
 mod servers;
 pub mod slow_proxy;
+pub mod webhook;
 pub mod yahoo;
 
 pub use http_client::{encode_query, get, percent};
-pub use kafka::{produce_raw, read_topic, TopicRecord};
-pub use process::{free_port, require_binary, wait_until, ChildServer};
-pub use servers::{version, Influxd, Influxd1, Kafka, Prometheus, INFLUX_ORG, INFLUX_TOKEN};
+pub use kafka::{produce_raw, read_topic, topic_configs, TopicRecord};
+pub use process::{free_port, require_binary, require_binary_named, wait_until, ChildServer};
+pub use servers::{
+    java_partitions, version, Alertmanager, Influxd, Influxd1, Kafka, Prometheus, V1Credential,
+    INFLUX_ORG, INFLUX_TOKEN,
+};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -179,7 +179,7 @@ pub fn create_topic_with(
     }
 }
 
-fn tokio_rt() -> tokio::runtime::Runtime {
+pub(crate) fn tokio_rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

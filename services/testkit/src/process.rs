@@ -17,19 +17,28 @@ pub fn free_port() -> u16 {
 
 /// Finds `name` on the PATH or in ~/.cargo/bin, or panics with how to install it.
 pub fn require_binary(name: &str, install: &str) -> PathBuf {
+    require_binary_named(&[name], install)
+}
+
+/// The first of `names` (one program's names across packagings, e.g. upstream's
+/// `alertmanager` and Debian's `prometheus-alertmanager`) found on the PATH or in
+/// ~/.cargo/bin, or panics with how to install it.
+pub fn require_binary_named(names: &[&str], install: &str) -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(Path::new(&home).join(".cargo/bin"));
     }
-    dirs.into_iter()
-        .map(|d| d.join(name))
+    names
+        .iter()
+        .flat_map(|name| dirs.iter().map(move |d| d.join(name)))
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "`{name}` is not installed, and the integration tests need the real server.\n\
-                 Install it with:\n    {install}\n(or run scripts/test.sh, which installs everything)"
+                "`{}` is not installed, and the integration tests need the real server.\n\
+                 Install it with:\n    {install}\n(or run scripts/test.sh, which installs everything)",
+                names.join("` or `")
             )
         })
 }

@@ -23,9 +23,10 @@
 //! * It records every request ([`YahooFake::requests`]) so a test can check what the client
 //!   asks for, and how often.
 //!
-//! The server runs in-process on a free loopback port, on its own thread with its own tokio
-//! runtime, so blocking tests and async tests can both use it; dropping it stops it.
+//! The server runs in-process on a free loopback port ([`BackgroundServer`]), so blocking
+//! tests and async tests can both use it; dropping it stops it.
 
+use crate::background_server::BackgroundServer;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -89,9 +90,7 @@ type Shared = Arc<Mutex<FakeState>>;
 /// The fake Yahoo chart API. See the module docs.
 pub struct YahooFake {
     state: Shared,
-    base_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    server: BackgroundServer,
 }
 
 impl YahooFake {
@@ -101,46 +100,19 @@ impl YahooFake {
             now,
             ..FakeState::default()
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the fake Yahoo");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
         let app = Router::new()
             .route("/v8/finance/chart/{symbol}", get(chart))
             .fallback(not_a_chart_request)
             .with_state(state.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("fake-yahoo".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake Yahoo runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stop_rx.await;
-                        })
-                        .await
-                        .expect("fake Yahoo server");
-                });
-            })
-            .expect("fake Yahoo thread");
         YahooFake {
             state,
-            base_url,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server: BackgroundServer::start("fake-yahoo", app),
         }
     }
 
     /// `http://127.0.0.1:<port>`: what the producer's `--yahoo-base-url` takes.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.server.base_url
     }
 
     fn lock(&self) -> MutexGuard<'_, FakeState> {
@@ -227,17 +199,6 @@ impl YahooFake {
         let s = self.lock();
         let series = s.series.get(symbol)?;
         in_progress_at(series, s.now)
-    }
-}
-
-impl Drop for YahooFake {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -7,10 +7,18 @@
 //! against "a database" reads the same on 1.x and 2.x. The server is set up through
 //! `POST /api/v2/setup` with a known org, user and all-access token, as the compose image's
 //! `DOCKER_INFLUXDB_INIT_*` first start does.
+//!
+//! Grafana does not query with that token: [`Influxd::create_read_only_credential`] creates the
+//! v1 authorization (user name and password, read permission on one bucket) that compose's
+//! `influxdb/initdb/` script and `scripts/stack.sh` create for it, through the same API
+//! (`/private/legacy/authorizations`, what `influx v1 auth create --read-bucket` calls), and
+//! [`Influxd::query_with`] sends InfluxQL with any `Authorization` header, so a test can send
+//! exactly what the provisioned datasource sends (`Basic <user:password>`).
 
 use super::{cache_dir, influxql_rows, temp_dir, version, INSTALL_ALL, START_TIMEOUT};
 use crate::http_client::{encode_query, get, get_with, post_body, post_form};
 use crate::process::{free_port, wait_until, ChildServer};
+use base64::Engine as _;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +29,26 @@ use tempfile::TempDir;
 pub const ORG: &str = "candlepipe";
 /// The all-access operator token every test server is set up with.
 pub const TOKEN: &str = "candlepipe-test-token";
+
+/// A v1 authorization: a user name and password that InfluxQL's `/query` accepts as HTTP
+/// Basic credentials, with only the permissions it was created with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Credential {
+    pub username: String,
+    pub password: String,
+}
+
+impl V1Credential {
+    /// The `Authorization` header value Grafana sends for a datasource with `basicAuth: true`,
+    /// `basicAuthUser` and `basicAuthPassword`: `Basic base64(user:password)`.
+    pub fn basic_auth_header(&self) -> String {
+        let pair = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    }
+}
 
 /// An InfluxDB 2 server on a loopback port, set up with [`ORG`] and [`TOKEN`].
 pub struct Influxd {
@@ -108,13 +136,18 @@ impl Influxd {
     /// and the datasource's custom header (`Authorization: Token <token>`). Returns (status,
     /// body).
     pub fn query_as(&self, token: &str, db: &str, q: &str) -> (u16, String) {
-        let auth = format!("Token {token}");
+        self.query_with(&format!("Token {token}"), db, q)
+    }
+
+    /// [`Self::query_as`] with any `Authorization` header value (`Basic …` for a v1
+    /// credential, see [`V1Credential::basic_auth_header`]). Returns (status, body).
+    pub fn query_with(&self, authorization: &str, db: &str, q: &str) -> (u16, String) {
         let url = format!(
             "{}/query?{}",
             self.url,
             encode_query(&[("db", db), ("epoch", "ms")])
         );
-        post_form(&url, &[("q", q)], &[("Authorization", auth.as_str())])
+        post_form(&url, &[("q", q)], &[("Authorization", authorization)])
             .unwrap_or_else(|| panic!("influxd 2 at {} did not answer {q:?}", self.url))
     }
 
@@ -135,15 +168,7 @@ impl Influxd {
     /// `db` through its virtual DBRP mapping.
     pub fn create_db(&self, db: &str) {
         let body = json!({"orgID": self.org_id, "name": db, "retentionRules": []}).to_string();
-        let auth = Self::auth();
-        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, answer) = post_body(
-            &format!("{}/api/v2/buckets", self.url),
-            "application/json",
-            body.as_bytes(),
-            &headers,
-        )
-        .expect("influxd 2 answers bucket creation");
+        let (status, answer) = self.api_post("/api/v2/buckets", &body);
         assert!(
             status == 201 || (status == 422 && answer.contains("already exists")),
             "creating bucket {db}: {status} {answer}"
@@ -165,6 +190,89 @@ impl Influxd {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// Writes line protocol (`precision=ms`, as the consumer writes) into bucket `db` with
+    /// the operator token; panics unless InfluxDB answers 204.
+    pub fn write_lines(&self, db: &str, lines: &[u8]) {
+        let auth = Self::auth();
+        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let query = encode_query(&[("org", ORG), ("bucket", db), ("precision", "ms")]);
+        let (status, body) = post_body(
+            &format!("{}/api/v2/write?{query}", self.url),
+            "text/plain; charset=utf-8",
+            lines,
+            &headers,
+        )
+        .unwrap_or_else(|| panic!("influxd 2 did not answer a write to {db}"));
+        assert_eq!(status, 204, "writing {} bytes to {db}: {body}", lines.len());
+    }
+
+    /// The id of bucket `name` in [`ORG`].
+    pub fn bucket_id(&self, name: &str) -> String {
+        let path = format!(
+            "/api/v2/buckets?{}",
+            encode_query(&[("orgID", &self.org_id), ("name", name)])
+        );
+        let answer = self.api_get(&path);
+        answer["buckets"][0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no bucket {name} in org {ORG}: {answer}"))
+            .to_owned()
+    }
+
+    /// Creates a v1 authorization `username`/`password` whose only permission is reading
+    /// bucket `bucket`, as `influx v1 auth create --read-bucket <id>` does: `POST
+    /// /private/legacy/authorizations` (the user name is the authorization's `token`), then
+    /// `POST …/{id}/password`. The same two calls as `scripts/stack.sh` and compose's
+    /// `influxdb/initdb/` script (through the CLI) make for Grafana.
+    pub fn create_read_only_credential(
+        &self,
+        bucket: &str,
+        username: &str,
+        password: &str,
+    ) -> V1Credential {
+        let bucket_id = self.bucket_id(bucket);
+        let body = json!({
+            "orgID": self.org_id,
+            "token": username,
+            "description": format!("read-only {bucket}"),
+            "permissions": [{
+                "action": "read",
+                "resource": {"type": "buckets", "id": bucket_id, "orgID": self.org_id},
+            }],
+        })
+        .to_string();
+        let created = self.api_post("/private/legacy/authorizations", &body);
+        assert_eq!(
+            created.0, 201,
+            "creating v1 authorization {username}: {created:?}"
+        );
+        let v: Value = serde_json::from_str(&created.1).expect("authorization JSON");
+        let id = v["id"].as_str().expect("authorization id");
+        let password_body = json!({ "password": password }).to_string();
+        let set = self.api_post(
+            &format!("/private/legacy/authorizations/{id}/password"),
+            &password_body,
+        );
+        assert_eq!(set.0, 204, "setting the password of {username}: {set:?}");
+        V1Credential {
+            username: username.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    /// POST of a JSON body with the operator token; returns (status, body).
+    fn api_post(&self, path: &str, body: &str) -> (u16, String) {
+        let auth = Self::auth();
+        let headers: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        post_body(
+            &format!("{}{path}", self.url),
+            "application/json",
+            body.as_bytes(),
+            &headers,
+        )
+        .unwrap_or_else(|| panic!("influxd 2 did not answer POST {path}"))
     }
 
     /// GET on the v2 API with the operator token; returns the JSON answer.

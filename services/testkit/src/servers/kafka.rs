@@ -253,7 +253,7 @@ impl Kafka {
 }
 
 /// The jars `scripts/lib/install.sh` fetched, or a panic saying how to fetch them.
-fn kafka_libs() -> PathBuf {
+pub(crate) fn kafka_libs() -> PathBuf {
     let libs = std::env::var_os("CANDLEPIPE_KAFKA_LIBS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -1,6 +1,6 @@
 //! The real servers the integration tests use, one file each: Apache Kafka (KRaft), InfluxDB 2
 //! (what compose runs and the consumer's default write API), InfluxDB 1.x (for the v1 write
-//! API the README also promises) and Prometheus.
+//! API the README also promises), Prometheus and Alertmanager.
 //!
 //! Kafka and InfluxDB 2 are not Debian packages: `scripts/test.sh` (through
 //! `scripts/lib/install.sh`) fetches Kafka's jars from Maven Central and builds `influxd` 2
@@ -8,14 +8,18 @@
 //! `scripts/lib/versions.env`. The harness finds them there (or where `CANDLEPIPE_KAFKA_LIBS`
 //! and `CANDLEPIPE_INFLUXD2` point), and fails with the install command when they are missing.
 
+mod alertmanager;
 mod influxdb1;
 mod influxdb2;
 mod kafka;
+mod key_partition;
 mod prometheus;
 
+pub use alertmanager::Alertmanager;
 pub use influxdb1::Influxd1;
-pub use influxdb2::{Influxd, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
+pub use influxdb2::{Influxd, V1Credential, ORG as INFLUX_ORG, TOKEN as INFLUX_TOKEN};
 pub use kafka::Kafka;
+pub use key_partition::java_partitions;
 pub use prometheus::Prometheus;
 
 use std::path::PathBuf;

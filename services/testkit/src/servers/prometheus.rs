@@ -77,15 +77,26 @@ impl Prometheus {
         self.result(&url, promql)
     }
 
+    /// `data` of the answer to `GET /api/v1/<path>` (e.g. `alerts`, `alertmanagers`);
+    /// panics unless Prometheus answered it.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        self.data(&format!("{}/api/v1/{path}", self.url), path)
+    }
+
     /// `data.result` of a query API answer; panics unless Prometheus answered it.
     fn result(&self, url: &str, promql: &str) -> serde_json::Value {
+        self.data(url, promql)["result"].clone()
+    }
+
+    /// `data` of an API answer; panics unless Prometheus answered it.
+    fn data(&self, url: &str, what: &str) -> serde_json::Value {
         let (status, body) =
-            get(url).unwrap_or_else(|| panic!("prometheus did not answer {promql:?}"));
+            get(url).unwrap_or_else(|| panic!("prometheus did not answer {what:?}"));
         assert!(
             status < 300,
-            "prometheus answered {status} to {promql:?}: {body}"
+            "prometheus answered {status} to {what:?}: {body}"
         );
         let v: serde_json::Value = serde_json::from_str(&body).expect("prometheus JSON");
-        v["data"]["result"].clone()
+        v["data"].clone()
     }
 }
