@@ -53,7 +53,10 @@ fn late_drops_are_logged_rate_limited_with_the_symbol_and_times() {
         .collect();
     assert!(!warnings.is_empty(), "no late-drop warning in:\n{log}");
     // a log file gets plain text: no ANSI colour codes (they are for terminals)
-    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log file:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log file:\n{log}"
+    );
     assert!(warnings.len() < 10, "not rate limited: {warnings:#?}");
     let first = warnings[0];
     assert!(first.contains("WARN"), "{first}");

@@ -117,7 +117,7 @@ impl ServiceProcess {
         self.server.assert_running();
     }
 
-    /// The service's log so far.
+    /// The end of the service's log so far (its last 60 lines).
     pub fn log(&self) -> String {
         self.server.log_tail()
     }
