@@ -37,6 +37,7 @@
 //! consuming without partitions.
 
 use crate::dlq::{DeadLetter, DeadLetters};
+use crate::late::{LateDrop, LateLog};
 use crate::metrics::{ConsumerMetrics, FUTURE_REASON};
 use crate::sink::{EncodedBatch, InfluxSink, SinkError, WriteOutcome};
 use crate::state::{Aggregator, Applied};
@@ -58,6 +59,9 @@ use std::time::{Duration, Instant};
 /// A rebuild settles the state every this many messages, so re-reading a long history
 /// holds only the retained candles in memory, not everything read.
 const REBUILD_SETTLE_EVERY: u64 = 10_000;
+
+/// At most one WARN about late drops per this interval (the others are counted into it).
+const LATE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How long the loop waits on a write before fetching is paused (counted from when the
 /// loop starts waiting, after it collected and aggregated the next batch).
@@ -192,6 +196,8 @@ pub struct MicroBatchEngine {
     sink: InfluxSink,
     dlq: DeadLetters,
     metrics: ConsumerMetrics,
+    /// The rate-limited WARN for candles dropped as late.
+    late_log: LateLog,
     /// Partitions this member owns now.
     owned: BTreeSet<i32>,
     /// The same, for the partition watch.
@@ -298,6 +304,7 @@ impl MicroBatchEngine {
             sink,
             dlq,
             metrics,
+            late_log: LateLog::new(LATE_LOG_EVERY),
             owned: BTreeSet::new(),
             owned_shared: Owned::default(),
             stalled: Stalled::default(),
@@ -696,6 +703,14 @@ impl MicroBatchEngine {
                     }
                     if self.aggregator.apply(&c) == Applied::Late {
                         self.metrics.late_dropped.inc();
+                        let drop = LateDrop {
+                            symbol: &c.symbol,
+                            source: c.source,
+                            open_time: c.open_time,
+                            newest: self.aggregator.watermark(c.source, &c.symbol),
+                            horizon: Duration::from_millis(self.aggregator.horizon_ms() as u64),
+                        };
+                        self.late_log.dropped(drop, Instant::now());
                     }
                     if let Some(t) = c.produced_at {
                         produced_at.push(t);

@@ -2,6 +2,7 @@
 
 use crate::sink::{InfluxApi, InfluxConfig, DEFAULT_BATCH_POINTS, DEFAULT_CONCURRENCY};
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::secret::{self, SecretError, SecretName};
 use candlepipe_model::time::parse_duration;
 use clap::{ArgAction, Parser};
 use std::net::SocketAddr;
@@ -80,6 +81,11 @@ pub struct ConsumerConfig {
     #[arg(long, env = "INFLUX_TOKEN", hide_env_values = true)]
     pub influx_token: Option<String>,
 
+    /// File holding the InfluxDB token (Docker secrets), one trailing newline ignored;
+    /// unlike `--influx-token` it shows in neither `ps` nor the environment. Not with it.
+    #[arg(long, env = "INFLUX_TOKEN_FILE")]
+    pub influx_token_file: Option<std::path::PathBuf>,
+
     /// InfluxDB 1.x database (v1 API); created when missing.
     #[arg(long, env = "INFLUX_DB", default_value = "crypto")]
     pub influx_db: String,
@@ -91,6 +97,11 @@ pub struct ConsumerConfig {
     /// InfluxDB 1.x password (v1 API).
     #[arg(long, env = "INFLUX_PASSWORD", hide_env_values = true)]
     pub influx_password: Option<String>,
+
+    /// File holding the InfluxDB 1.x password (Docker secrets), one trailing newline
+    /// ignored. Not with `--influx-password`.
+    #[arg(long, env = "INFLUX_PASSWORD_FILE")]
+    pub influx_password_file: Option<std::path::PathBuf>,
 
     /// InfluxDB 1.x retention policy (v1 API); default: the database's default.
     #[arg(long, env = "INFLUX_RETENTION_POLICY")]
@@ -184,6 +195,30 @@ pub fn hostname() -> String {
 }
 
 impl ConsumerConfig {
+    /// Reads `--influx-token-file` and `--influx-password-file` into `influx_token` and
+    /// `influx_password` (see [`candlepipe_model::secret`]).
+    pub fn resolve_secrets(&mut self) -> Result<(), SecretError> {
+        let token = SecretName {
+            var: "INFLUX_TOKEN",
+            flag: "--influx-token",
+        };
+        let password = SecretName {
+            var: "INFLUX_PASSWORD",
+            flag: "--influx-password",
+        };
+        self.influx_token = secret::resolve(
+            token,
+            self.influx_token.as_deref(),
+            self.influx_token_file.as_deref(),
+        )?;
+        self.influx_password = secret::resolve(
+            password,
+            self.influx_password.as_deref(),
+            self.influx_password_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
     /// The `group.instance.id` to join with, `None` for dynamic membership.
     pub fn group_instance_id(&self) -> Option<String> {
         Some(self.group_instance_id.trim())

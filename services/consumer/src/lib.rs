@@ -14,6 +14,7 @@ pub mod batch;
 pub mod config;
 pub mod dlq;
 pub mod indicator;
+pub mod late;
 pub mod lineproto;
 pub mod metrics;
 pub mod point;

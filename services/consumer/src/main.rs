@@ -24,8 +24,12 @@ fn main() -> ExitCode {
 async fn start(malloc: alloc::Tuned) -> ExitCode {
     telemetry::init();
     tracing::debug!(settings = %malloc.describe(), "malloc");
-    let cfg = ConsumerConfig::parse();
-    telemetry::exit_code("consumer", run(cfg).await)
+    let mut cfg = ConsumerConfig::parse();
+    let result = match cfg.resolve_secrets() {
+        Ok(()) => run(cfg).await,
+        Err(e) => Err(e.into()),
+    };
+    telemetry::exit_code("consumer", result)
 }
 
 async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {

@@ -36,6 +36,7 @@
 use crate::lineproto::{EncodedLine, EncodedPoints};
 use crate::metrics::ConsumerMetrics;
 use crate::point::Point;
+use candlepipe_model::http_body::{read_capped, text_capped, BodyError};
 use candlepipe_model::shutdown::Shutdown;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::{StatusCode, Url};
@@ -878,9 +879,19 @@ impl Prepare {
     }
 }
 
-/// A response body as JSON (without reqwest's `json` feature).
+/// The largest InfluxDB answer read (query results here are database and policy names,
+/// errors a line): a larger one is a broken server or proxy, and is not read further.
+const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+
+/// A response body as JSON (without reqwest's `json` feature), at most
+/// [`MAX_RESPONSE_BYTES`] of it.
 async fn json_body(resp: reqwest::Response) -> Result<serde_json::Value, String> {
-    let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
+    let bytes = read_capped(resp, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|e| match e {
+            BodyError::Transport(e) => error_chain(&e),
+            too_large => too_large.to_string(),
+        })?;
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
@@ -922,7 +933,9 @@ async fn error_message(resp: reqwest::Response) -> String {
         .get("X-Influxdb-Error")
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    let body = resp.text().await.unwrap_or_default();
+    let body = text_capped(resp, MAX_RESPONSE_BYTES)
+        .await
+        .unwrap_or_else(|e| e.to_string());
     let from_json = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {

@@ -1016,37 +1016,48 @@ fn the_image_has_the_healthcheck_tool_the_dataset_and_a_non_root_user() {
     );
 }
 
-/// The README's `POST /mode` example works when pasted: it reads `ADMIN_TOKEN` from `.env`
-/// and falls back to the very token compose gives the producer without a `.env`.
+/// The README's `POST /mode` example works when pasted: it reads `ADMIN_TOKEN_FILE` from
+/// `.env` and falls back to the very file compose hands the producer as its admin-token
+/// secret without a `.env`; the producer reads that secret through `ADMIN_TOKEN_FILE`.
 #[test]
 fn the_readme_mode_switch_example_sends_the_compose_token() {
     let readme = read(&repo("README.md"));
-    let line = readme
-        .lines()
-        .find(|l| l.contains("ADMIN_TOKEN=${ADMIN_TOKEN:-"))
-        .expect("the README's POST /mode example sets ADMIN_TOKEN with a fallback");
     assert!(
-        line.contains("s/^ADMIN_TOKEN=//p' .env"),
-        "the example reads ADMIN_TOKEN from .env first: {line}"
-    );
-    let fallback = line
-        .split("ADMIN_TOKEN=${ADMIN_TOKEN:-")
-        .nth(1)
-        .and_then(|rest| rest.split('}').next())
-        .expect("a fallback value");
-    let empty = tempfile::NamedTempFile::new().unwrap();
-    let doc = parse_yaml("compose config", &compose(Some(empty.path()), &[]));
-    assert_eq!(
-        environment(service(&doc, "producer"))["ADMIN_TOKEN"],
-        fallback,
-        "the README falls back to compose's default token"
+        readme
+            .lines()
+            .any(|l| l.starts_with("ADMIN_TOKEN_FILE=$(sed -n 's/^ADMIN_TOKEN_FILE=//p' .env")),
+        "the README's POST /mode example reads ADMIN_TOKEN_FILE from .env first"
     );
     let post = readme
         .lines()
         .find(|l| l.contains("curl -s -X POST localhost:9101/mode"))
         .expect("a POST /mode example");
+    let fallback = post
+        .split("Authorization: Bearer $(cat ${ADMIN_TOKEN_FILE:-")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_else(|| panic!("the example sends the token file's content: {post}"));
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let doc = parse_yaml("compose config", &compose(Some(empty.path()), &[]));
+    let secret = scalar(&doc["secrets"]["admin_token"]["file"]);
+    assert_eq!(
+        std::fs::canonicalize(repo(fallback)).expect("the README's fallback file exists"),
+        std::fs::canonicalize(&secret).expect("compose's admin_token secret file exists"),
+        "the README falls back to compose's default admin-token secret"
+    );
+    let producer = service(&doc, "producer");
+    assert_eq!(
+        environment(producer)["ADMIN_TOKEN_FILE"],
+        "/run/secrets/admin_token",
+        "the producer reads the token from its secret"
+    );
     assert!(
-        post.contains("Authorization: Bearer $ADMIN_TOKEN"),
-        "the example sends the token it read: {post}"
+        !environment(producer).contains_key("ADMIN_TOKEN"),
+        "the token itself is not in the producer's environment"
+    );
+    let token = std::fs::read_to_string(&secret).unwrap();
+    assert!(
+        !token.trim_end_matches('\n').is_empty(),
+        "the laptop token file is not empty"
     );
 }

@@ -173,7 +173,7 @@ struct ScrapingPrometheus {
 }
 
 impl ScrapingPrometheus {
-    fn start(pipeline: &Pipeline) -> ScrapingPrometheus {
+    fn start(pipeline: &Pipeline, influx: &Influxd) -> ScrapingPrometheus {
         let sd_dir = tempfile::tempdir().expect("file_sd dir");
         let self_targets = sd_dir.path().join("prometheus-self.json");
         let mut config = String::from(
@@ -184,6 +184,12 @@ impl ScrapingPrometheus {
             let target = match job.as_str() {
                 "producer" => pipeline.producer.http_port,
                 "consumer" => pipeline.consumer.http_port,
+                "influxdb" => influx
+                    .url
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim_end_matches('/').parse().ok())
+                    .expect("InfluxDB's URL ends with its port"),
                 "prometheus" => {
                     config.push_str(&format!(
                         "  - job_name: prometheus\n    file_sd_configs:\n      - files: [\"{}\"]\n        refresh_interval: 1s\n",
@@ -498,7 +504,7 @@ fn run_promql(prom: &Prometheus, d: &Dashboard, queries: &[(String, String)], ou
 fn every_panel_query_of_every_dashboard_returns_data_from_a_running_pipeline() {
     let influx = Influxd::shared();
     let mut pipeline = Pipeline::start(influx);
-    let prometheus = ScrapingPrometheus::start(&pipeline);
+    let prometheus = ScrapingPrometheus::start(&pipeline, influx);
     wait_for_market_data(influx, &mut pipeline);
     prometheus.wait_for_scrapes();
 

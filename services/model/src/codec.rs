@@ -42,7 +42,7 @@ pub enum DecodeError {
     #[error("payload is {0} bytes, larger than the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
     #[error("malformed JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("unsupported schema version {0} (this build reads v{SCHEMA_VERSION})")]
     UnsupportedVersion(u64),
     #[error("unknown source {0:?} (expected \"replay\" or \"live\")")]
@@ -50,7 +50,21 @@ pub enum DecodeError {
     #[error("unsupported interval {0:?} (messages carry 1m candles)")]
     UnsupportedInterval(String),
     #[error("invalid candle: {0}")]
-    Invalid(#[from] InvalidCandle),
+    Invalid(InvalidCandle),
+}
+
+// The wrapped errors are part of the message, so they are not also a `source()`: a cause
+// chain printed with `{:#}` shows each once. Hence plain `From`s, not thiserror's `#[from]`.
+impl From<serde_json::Error> for DecodeError {
+    fn from(e: serde_json::Error) -> Self {
+        DecodeError::Json(e)
+    }
+}
+
+impl From<InvalidCandle> for DecodeError {
+    fn from(e: InvalidCandle) -> Self {
+        DecodeError::Invalid(e)
+    }
 }
 
 impl DecodeError {
@@ -546,6 +560,24 @@ pub fn encode(c: &Candle, produced_at: i64, out: &mut Vec<u8>) -> Result<(), Inv
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The cause of a decode error shows once in `{:#}` (a message embedding its cause
+    /// must not also return it as `source()`).
+    #[test]
+    fn decode_error_causes_print_once() {
+        for payload in [&b"{not json"[..], br#"{"v":1}"#] {
+            let e = decode(payload).unwrap_err();
+            let own = e.to_string();
+            let shown = format!("{:#}", anyhow::Error::new(e));
+            assert_eq!(shown, own, "{payload:?}");
+        }
+        let invalid = DecodeError::from(InvalidCandle::HighBelowLow {
+            high: 1.0,
+            low: 2.0,
+        });
+        let shown = format!("{:#}", anyhow::Error::new(invalid));
+        assert_eq!(shown.matches("below").count(), 1, "{shown}");
+    }
 
     const EXAMPLE: &str = r#"{"v":1,"source":"replay","symbol":"BTC-USDT","interval":"1m",
  "open_time":1614556800000,"open":45134.11,"high":45200.0,"low":45100.0,"close":45150.5,

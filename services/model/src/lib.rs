@@ -11,7 +11,12 @@
 //! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
 //! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
-//! (glibc malloc settings that keep RSS near what is live).
+//! (glibc malloc settings that keep RSS near what is live); [`errlog`] turns a flood of
+//! repeated errors into a summary line per kind per interval; [`secret`] reads the
+//! `*_FILE` variants of secrets (the Docker-secrets convention).
+//!
+//! With the `http-client` feature, [`http_body`] reads HTTP response bodies with a size cap
+//! (both binaries' HTTP clients use it).
 //!
 //! With the `parquet` feature, [`repack`] rewrites a parquet candle file with small pages:
 //! the producer's replay cache and `datagen --repack-from` share it (the consumer does not
@@ -20,10 +25,14 @@
 pub mod alloc;
 pub mod candle;
 pub mod codec;
+pub mod errlog;
 pub mod http;
+#[cfg(feature = "http-client")]
+pub mod http_body;
 pub mod kafka;
 #[cfg(feature = "parquet")]
 pub mod repack;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

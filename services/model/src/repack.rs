@@ -60,20 +60,20 @@ impl Default for RepackOptions {
 /// Why a file could not be repacked: the input could not be read, or the output written.
 #[derive(Debug, Error)]
 pub enum RepackError {
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     ReadIo {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Read { path: PathBuf, source: ParquetError },
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
+    Read { path: PathBuf, cause: ParquetError },
+    #[error("{}: {cause}", path.display())]
     WriteIo {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Write { path: PathBuf, source: ParquetError },
+    #[error("{}: {cause}", path.display())]
+    Write { path: PathBuf, cause: ParquetError },
 }
 
 impl RepackError {
@@ -92,15 +92,15 @@ pub fn repack_file(
 ) -> Result<u64, RepackError> {
     let read_err = |source| RepackError::Read {
         path: input.to_owned(),
-        source,
+        cause: source,
     };
     let write_err = |source| RepackError::Write {
         path: output.to_owned(),
-        source,
+        cause: source,
     };
     let file = File::open(input).map_err(|source| RepackError::ReadIo {
         path: input.to_owned(),
-        source,
+        cause: source,
     })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(read_err)?;
     let schema = builder.schema().clone();
@@ -137,7 +137,7 @@ pub fn repack_file(
         .build();
     let out = File::create(output).map_err(|source| RepackError::WriteIo {
         path: output.to_owned(),
-        source,
+        cause: source,
     })?;
     let mut writer = ArrowWriter::try_new(out, schema, Some(properties)).map_err(write_err)?;
     for kv in key_values {
@@ -155,7 +155,7 @@ pub fn repack_file(
         .sync_all()
         .map_err(|source| RepackError::WriteIo {
             path: output.to_owned(),
-            source,
+            cause: source,
         })?;
     Ok(rows)
 }

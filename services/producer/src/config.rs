@@ -3,6 +3,7 @@
 
 use crate::mode::Mode;
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::secret::{self, SecretError, SecretName};
 use candlepipe_model::time::{parse_duration, parse_instant_ms};
 use clap::{ArgAction, Parser};
 use std::net::SocketAddr;
@@ -133,6 +134,11 @@ pub struct ProducerConfig {
     #[arg(long, env = "LIVE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub live_request_timeout: Duration,
 
+    /// Live mode: the largest Yahoo answer read (e.g. 16MiB); a larger one is dropped
+    /// unread and counted as fetch error `too_large`.
+    #[arg(long, env = "LIVE_MAX_RESPONSE_BYTES", value_parser = parse_bytes, default_value = "16MiB")]
+    pub live_max_response_bytes: u64,
+
     /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, `/mode`).
     #[arg(long, env = "PRODUCER_HTTP_ADDR", default_value = "0.0.0.0:9101")]
     pub http_addr: SocketAddr,
@@ -140,6 +146,12 @@ pub struct ProducerConfig {
     /// Bearer token required by `POST /mode`. Without one, only loopback clients may switch.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+
+    /// File holding the admin token (Docker secrets, e.g. `/run/secrets/admin_token`), one
+    /// trailing newline ignored; unlike `--admin-token` it shows in neither `ps` nor the
+    /// environment. Setting both is an error.
+    #[arg(long, env = "ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// How long a shutdown waits for in-flight candles to be acknowledged.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
@@ -178,7 +190,23 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {s:?}: want e.g. 64MiB"))
 }
 
+/// `--admin-token` / `ADMIN_TOKEN` and its `_FILE` twin.
+pub const ADMIN_TOKEN: SecretName = SecretName {
+    var: "ADMIN_TOKEN",
+    flag: "--admin-token",
+};
+
 impl ProducerConfig {
+    /// Reads `--admin-token-file` into `admin_token` (see [`candlepipe_model::secret`]).
+    pub fn resolve_secrets(&mut self) -> Result<(), SecretError> {
+        self.admin_token = secret::resolve(
+            ADMIN_TOKEN,
+            self.admin_token.as_deref(),
+            self.admin_token_file.as_deref(),
+        )?;
+        Ok(())
+    }
+
     /// `--loop` unless `--no-loop` (or `REPLAY_LOOP=false`).
     pub fn looping(&self) -> bool {
         self.looping && !self.no_loop
@@ -243,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_comes_from_its_file_or_its_variable_not_both() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "from-file\n").unwrap();
+        let path = file.path().to_str().unwrap();
+        let mut c = ProducerConfig::parse_from(["producer", "--admin-token-file", path]);
+        c.resolve_secrets().unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("from-file"));
+        let mut both = ProducerConfig::parse_from([
+            "producer",
+            "--admin-token",
+            "x",
+            "--admin-token-file",
+            path,
+        ]);
+        let e = both.resolve_secrets().unwrap_err().to_string();
+        assert!(
+            e.contains("ADMIN_TOKEN") && e.contains("ADMIN_TOKEN_FILE"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn each_mode_has_its_own_symbols_and_symbols_names_the_start_mode() {
         let v = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let c = ProducerConfig::parse_from([
@@ -296,5 +346,9 @@ mod tests {
             crate::source::cache::DEFAULT_PAGE_BUDGET
         );
         assert_eq!(d.replay_cache, None);
+        assert_eq!(
+            d.live_max_response_bytes,
+            crate::source::live::DEFAULT_MAX_RESPONSE_BYTES
+        );
     }
 }

@@ -20,15 +20,26 @@ const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-
 fn main() -> ExitCode {
     // Before the runtime exists: malloc settings should hold for every thread it starts.
     let malloc = alloc::tune();
-    start(malloc)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    let code = runtime.block_on(start(malloc));
+    // After a shutdown that gave up, a source thread may still wait on the sink: it must
+    // not hold the exit past --shutdown-timeout.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
 
-#[tokio::main]
 async fn start(malloc: alloc::Tuned) -> ExitCode {
     telemetry::init();
     tracing::debug!(settings = %malloc.describe(), "malloc");
-    let cfg = ProducerConfig::parse();
-    telemetry::exit_code("producer", run(cfg).await)
+    let mut cfg = ProducerConfig::parse();
+    let result = match cfg.resolve_secrets() {
+        Ok(()) => run(cfg).await,
+        Err(e) => Err(e.into()),
+    };
+    telemetry::exit_code("producer", result)
 }
 
 async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
@@ -83,6 +94,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
             backfill: cfg.live_backfill,
             base_url: cfg.yahoo_base_url.clone(),
             request_timeout: cfg.live_request_timeout,
+            max_response_bytes: cfg.live_max_response_bytes,
             kafka: cfg.kafka.clone(),
         },
         metrics.clone(),
@@ -137,17 +149,35 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let sink_task = tokio::spawn(sink.run(sink_rx));
-    let end = supervisor.run(shutdown.clone()).await?;
+    let mut sink_task = tokio::spawn(sink.run(sink_rx));
+    // Once a shutdown fires, stopping the source and draining the sink get
+    // --shutdown-timeout together; whatever is not acknowledged by then is given up.
+    let deadline = {
+        let mut shutdown = shutdown.clone();
+        let timeout = cfg.shutdown_timeout;
+        async move {
+            shutdown.recv().await;
+            tokio::time::sleep(timeout).await;
+        }
+    };
+    tokio::pin!(deadline);
+    let gave_up = || {
+        anyhow::anyhow!(
+            "gave up after --shutdown-timeout {:?}: {} candles were not acknowledged by Kafka; \
+             they were not delivered",
+            cfg.shutdown_timeout,
+            metrics.in_flight.get()
+        )
+    };
+    let end = tokio::select! {
+        end = supervisor.run(shutdown.clone()) => end?,
+        _ = &mut deadline => return Err(gave_up()),
+    };
     // The supervisor (and with it the last sender) is gone: the sink drains and stops.
     let drained = if end == SupervisorEnd::Shutdown {
-        match tokio::time::timeout(cfg.shutdown_timeout, sink_task).await {
-            Ok(joined) => joined,
-            Err(_) => anyhow::bail!(
-                "{} candles were still unacknowledged after {:?}; they were not delivered",
-                metrics.in_flight.get(),
-                cfg.shutdown_timeout
-            ),
+        tokio::select! {
+            joined = &mut sink_task => joined,
+            _ = &mut deadline => return Err(gave_up()),
         }
     } else {
         sink_task.await

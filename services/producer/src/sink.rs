@@ -7,8 +7,12 @@
 //! idempotent librdkafka producer (`acks=all`, lz4). Deliveries are awaited concurrently;
 //! acknowledgements feed the metrics. librdkafka retries internally; with the default
 //! `--delivery-timeout 0` it never gives up on a candle while the broker is away (the local
-//! queue fills, the channel fills, the source waits). A delivery that does fail for good is
-//! counted, logged with the symbol and time, and sent again, so nothing is dropped silently.
+//! queue fills, the channel fills, the source waits). A delivery that does fail (with
+//! `--delivery-timeout`, after that long) is counted and sent again after a backoff that
+//! doubles with each failed round (0.1 s up to 10 s, back to 0.1 s after a success), so
+//! nothing is dropped silently and a dead broker is not hammered. The failures are logged
+//! through an [`ErrorTally`]: the first of each kind at once, then one line per kind every
+//! 10 s with the count, never one line per candle.
 //!
 //! [`SinkCommand::Flush`] answers once everything sent before it is acknowledged: a mode
 //! switch uses it so the old source's candles are on Kafka before the new source starts,
@@ -16,6 +20,7 @@
 
 use crate::metrics::ProducerMetrics;
 use anyhow::Context;
+use candlepipe_model::errlog::ErrorTally;
 use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, time, Candle};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -26,6 +31,20 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// The first wait before failed candles are sent again; doubled after each failed round.
+pub const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait before failed candles are sent again.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often repeated delivery failures are summarised in the log.
+pub const ERROR_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// The wait before the `round`-th consecutive resend of failed candles (0-based).
+pub fn retry_backoff(round: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1u32.checked_shl(round).unwrap_or(u32::MAX))
+        .min(RETRY_MAX)
+}
 
 /// What sources send to the sink.
 #[derive(Debug)]
@@ -137,30 +156,62 @@ impl KafkaSink {
         let mut summary = SinkSummary::default();
         let mut buf = Vec::with_capacity(512);
         let mut open = true;
+        // Failed candles wait here for their resend; `round` counts failed rounds in a row.
+        let mut failed: Vec<Candle> = Vec::new();
+        let mut resend_at: Option<tokio::time::Instant> = None;
+        let mut round: u32 = 0;
+        let mut errors = ErrorTally::new("delivery failed", ERROR_SUMMARY_EVERY);
+        let mut summarize = tokio::time::interval(errors.every());
+        summarize.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Answer flushes once nothing sent before them is pending.
-            if pending.is_empty() && !flushes.is_empty() {
+            if pending.is_empty() && failed.is_empty() && !flushes.is_empty() {
                 for f in flushes.drain(..) {
                     let _ = f.send(());
                 }
             }
-            if !open && pending.is_empty() {
+            if !open && pending.is_empty() && failed.is_empty() {
                 break;
             }
+            if !failed.is_empty() && resend_at.is_none() {
+                resend_at = Some(tokio::time::Instant::now() + retry_backoff(round));
+            }
+            let in_sink = pending.len() + failed.len();
             tokio::select! {
                 biased;
                 Some(done) = pending.next(), if !pending.is_empty() => {
-                    if let Some(again) = self.on_delivery(done, &mut summary) {
-                        pending.push(self.send(again, &mut buf).await?);
+                    match self.on_delivery(done, &mut summary) {
+                        None => round = 0,
+                        Some((c, e)) => {
+                            errors.note(&error_kind(&e), format_args!(
+                                "{} at {}: {e}; sending it again with backoff",
+                                c.symbol, time::fmt_ms(c.open_time)));
+                            failed.push(c);
+                        }
                     }
                 }
-                cmd = rx.recv(), if open && pending.len() < 100_000 => match cmd {
-                    Some(SinkCommand::Candle(c)) => pending.push(self.send(c, &mut buf).await?),
+                _ = sleep_until(resend_at), if resend_at.is_some() => {
+                    resend_at = None;
+                    round = round.saturating_add(1);
+                    summary.resent += failed.len() as u64;
+                    for c in std::mem::take(&mut failed) {
+                        pending.push(self.send(c, &mut buf).await?);
+                    }
+                }
+                _ = summarize.tick() => {
+                    errors.summarize();
+                }
+                cmd = rx.recv(), if open && in_sink < 100_000 => match cmd {
+                    Some(SinkCommand::Candle(c)) => {
+                        self.metrics.in_flight.inc();
+                        pending.push(self.send(c, &mut buf).await?);
+                    }
                     Some(SinkCommand::Flush(reply)) => flushes.push(reply),
                     None => open = false,
                 },
             }
         }
+        errors.summarize();
         Ok(summary)
     }
 
@@ -194,7 +245,6 @@ impl KafkaSink {
                 }
             }
         };
-        self.metrics.in_flight.inc();
         Ok(InFlight {
             candle: Some(c),
             start: Instant::now(),
@@ -202,15 +252,16 @@ impl KafkaSink {
         })
     }
 
-    /// Books a finished delivery; returns the candle when it must be sent again.
+    /// Books a finished delivery; hands back the candle and the error when it failed and
+    /// must be sent again.
     fn on_delivery(
         &self,
         (c, start, result): Delivered,
         summary: &mut SinkSummary,
-    ) -> Option<Candle> {
-        self.metrics.in_flight.dec();
+    ) -> Option<(Candle, KafkaError)> {
         match result {
             Ok(()) => {
+                self.metrics.in_flight.dec();
                 summary.acked += 1;
                 self.metrics
                     .delivery_latency
@@ -229,11 +280,40 @@ impl KafkaSink {
                     .send_errors
                     .with_label_values(&["delivery"])
                     .inc();
-                summary.resent += 1;
-                tracing::error!(symbol = %c.symbol, open_time = %time::fmt_ms(c.open_time), error = %e,
-                    "delivery failed; sending the candle again");
-                Some(c)
+                Some((c, e))
             }
         }
+    }
+}
+
+/// The kind of a delivery error, for the log summary: librdkafka's error code name
+/// (`MessageTimedOut`, `AllBrokersDown`, ...).
+fn error_kind(e: &KafkaError) -> String {
+    e.rdkafka_error_code()
+        .map_or_else(|| "other".to_owned(), |code| format!("{code:?}"))
+}
+
+/// Sleeps until `at` (never completes for `None`; the caller guards that branch).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_back_off_doubling_up_to_the_maximum() {
+        let waits: Vec<u64> = (0..9)
+            .map(|r| retry_backoff(r).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        assert_eq!(retry_backoff(u32::MAX), RETRY_MAX);
     }
 }

@@ -383,3 +383,47 @@ fn rate_limits_server_errors_timeouts_and_garbage_are_survived() {
     let got = wait_caught_up(&fake, &topic, &SYMBOLS, "the failing symbol to catch up");
     assert_exactly_once_with_yahoos_values(&fake, &got);
 }
+
+#[test]
+fn an_oversized_answer_is_dropped_unread_and_counted() {
+    let fake = market();
+    let topic = unique("live-oversized");
+    let producer = start_producer(&fake, &topic, &["--live-max-response-bytes", "1MiB"]);
+    wait_caught_up(&fake, &topic, &SYMBOLS, "the backfill");
+
+    // 256 MiB of valid JSON (the real answer, then blanks), streamed without a length.
+    let total: u64 = 256 << 20;
+    let [_, btc] = SYMBOLS;
+    fake.fail_next(btc, 1, Fault::Oversized(total));
+    fake.advance(2 * M);
+    wait_until(WAIT, "the oversized answer to be served", || {
+        fake.faults_left(btc) == 0
+    });
+    wait_caught_up(
+        &fake,
+        &topic,
+        &SYMBOLS,
+        "recovery after the oversized answer",
+    );
+    let counted = labelled(&producer, ERRORS, "kind=\"too_large\"");
+    assert!(
+        counted >= 1.0,
+        "live_fetch_errors{{kind=too_large}} = {counted}; errors: {:?}",
+        producer
+            .metrics_text()
+            .lines()
+            .filter(|l| l.starts_with(ERRORS))
+            .collect::<Vec<_>>()
+    );
+    let sent = fake.oversized_bytes_sent();
+    assert!(
+        sent < total / 4,
+        "the producer stopped reading at the limit: {sent} of {total} bytes were sent"
+    );
+    wait_until(WAIT, "the refusal to be logged with the symbol", || {
+        producer
+            .log()
+            .lines()
+            .any(|l| l.contains("1048576-byte limit") && l.contains(btc))
+    });
+}

@@ -994,6 +994,95 @@ fn unreadable_files_are_errors_naming_file_and_column_or_skipped() {
     );
 }
 
+/// Makes a FIFO (named pipe) at `path`.
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates a file system node.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// Keeps a test that hangs in `open()` on a FIFO from hanging for good: after a generous
+/// deadline, it keeps opening every FIFO in `dir` for writing without blocking (which
+/// succeeds only while a reader is stuck in its open, and lets that open return), so the
+/// test fails on its assertions instead. Stops when dropped.
+struct FifoWatchdog(Arc<std::sync::atomic::AtomicBool>);
+
+impl FifoWatchdog {
+    fn start(dir: &Path) -> FifoWatchdog {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, dir) = (done.clone(), dir.to_owned());
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if std::time::Instant::now() < deadline {
+                    continue;
+                }
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_fifo()) {
+                        let _ = std::fs::OpenOptions::new()
+                            .write(true)
+                            .custom_flags(libc::O_NONBLOCK)
+                            .open(entry.path());
+                    }
+                }
+            }
+        });
+        FifoWatchdog(done)
+    }
+}
+
+impl Drop for FifoWatchdog {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A FIFO, a directory or a symlink to a character device named like a dataset file is
+/// refused by its type before it is opened, naming it (a FIFO used to hang `open()` for
+/// good; `/dev/urandom` behind a link was "file is empty"); `--skip-bad-files` skips it.
+#[test]
+fn non_regular_files_are_refused_by_type_naming_them() {
+    type Make = fn(&Path);
+    let cases: [(&str, Make, &str); 5] = [
+        (
+            "PIPE-X.parquet",
+            |d| mkfifo(&d.join("PIPE-X.parquet")),
+            "not a regular file: a FIFO (named pipe)",
+        ),
+        (
+            "PIPEUSDT-1m-2024-03.csv",
+            |d| mkfifo(&d.join("PIPEUSDT-1m-2024-03.csv")),
+            "not a regular file: a FIFO (named pipe)",
+        ),
+        (
+            "PIPEUSDT-1m-2024-03.zip",
+            |d| mkfifo(&d.join("PIPEUSDT-1m-2024-03.zip")),
+            "not a regular file: a FIFO (named pipe)",
+        ),
+        (
+            "RANDOM-X.parquet",
+            |d| std::os::unix::fs::symlink("/dev/urandom", d.join("RANDOM-X.parquet")).unwrap(),
+            "not a regular file: a symbolic link to /dev/urandom, which is a character device",
+        ),
+        (
+            "DIR-X.parquet",
+            |d| std::fs::create_dir(d.join("DIR-X.parquet")).unwrap(),
+            "not a regular file: a directory",
+        ),
+    ];
+    for (name, make, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let good = ohlcv_file(dir.path(), "GOOD-X", &[0, 1, 2, 3], 100.0);
+        make(dir.path());
+        let _watchdog = FifoWatchdog::start(dir.path());
+        assert_bad_file_refused_then_skipped(dir.path(), &good, name, expected);
+    }
+}
+
 #[test]
 fn a_corrupt_page_is_an_error_naming_the_file_or_a_skip_after_its_good_rows() {
     use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};

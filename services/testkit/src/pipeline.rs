@@ -117,9 +117,14 @@ impl ServiceProcess {
         self.server.assert_running();
     }
 
-    /// The service's log so far.
+    /// The end of the service's log so far (its last 60 lines).
     pub fn log(&self) -> String {
         self.server.log_tail()
+    }
+
+    /// Everything the process logged so far.
+    pub fn full_log(&self) -> String {
+        self.server.log_text()
     }
 }
 

@@ -18,7 +18,8 @@
 //!   poll of the real API sees during a minute. Single missing minutes are sent as a
 //!   timestamp with nulls; longer gaps are absent timestamps: Yahoo does both.
 //! * Faults are scripted per symbol: [`YahooFake::fail_next`] makes the next requests for a
-//!   symbol answer 429, 500, a truncated body, a body whose arrays do not line up, or stall.
+//!   symbol answer 429, 500, a truncated body, a body whose arrays do not line up, an
+//!   oversized body (streamed, counting what it got to send), or stall.
 //! * It records every request ([`YahooFake::requests`]) so a test can check what the client
 //!   asks for, and how often.
 //!
@@ -49,6 +50,10 @@ pub enum Fault {
     ShapeMismatch,
     /// Waits this long, then answers normally (for client timeouts).
     Stall(Duration),
+    /// A 200 of this many bytes, streamed without a `Content-Length`: the real answer
+    /// followed by blanks, so it is valid JSON that parses to the real chart if read whole.
+    /// [`YahooFake::oversized_bytes_sent`] tells how much of it the client took.
+    Oversized(u64),
 }
 
 /// One request the fake received.
@@ -76,6 +81,8 @@ struct FakeState {
     /// Per symbol, failures still to hand out (front first).
     faults: HashMap<String, VecDeque<Fault>>,
     requests: Vec<FakeRequest>,
+    /// Bytes of [`Fault::Oversized`] bodies handed to the connection so far.
+    oversized_sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -147,6 +154,14 @@ impl YahooFake {
         let mut s = self.lock();
         let queue = s.faults.entry(symbol.to_owned()).or_default();
         queue.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Bytes of [`Fault::Oversized`] bodies handed to connections so far (at most one
+    /// 64 KiB chunk ahead of what the client read, plus the sockets' buffers).
+    pub fn oversized_bytes_sent(&self) -> u64 {
+        self.lock()
+            .oversized_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Scripted faults for `symbol` not handed out yet.
@@ -347,7 +362,7 @@ async fn chart(
     Query(query): Query<HashMap<String, String>>,
     uri: Uri,
 ) -> Response {
-    let (fault, answer) = {
+    let (fault, answer, oversized_sent) = {
         let mut s = state.lock().expect("fake Yahoo state");
         let now = s.now;
         let fault = s.faults.get_mut(&symbol).and_then(VecDeque::pop_front);
@@ -359,7 +374,7 @@ async fn chart(
             fault: fault.clone(),
         });
         let answer = answer_chart(&s, &symbol, &query);
-        (fault, answer)
+        (fault, answer, s.oversized_sent.clone())
     };
     match fault {
         None => answer,
@@ -400,6 +415,33 @@ async fn chart(
         Some(Fault::Stall(d)) => {
             tokio::time::sleep(d).await;
             answer
+        }
+        Some(Fault::Oversized(total)) => {
+            let head = body_text(answer).await.into_bytes();
+            let blanks = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+            let chunks = futures::stream::unfold(0u64, move |sent| {
+                let (head, blanks, counter) =
+                    (head.clone(), blanks.clone(), oversized_sent.clone());
+                async move {
+                    if sent >= total {
+                        return None;
+                    }
+                    let mut chunk = if sent == 0 {
+                        axum::body::Bytes::from(head)
+                    } else {
+                        blanks
+                    };
+                    chunk.truncate((total - sent) as usize);
+                    let n = chunk.len() as u64;
+                    counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    Some((Ok::<_, std::convert::Infallible>(chunk), sent + n))
+                }
+            });
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Body::from_stream(chunks),
+            )
+                .into_response()
         }
     }
 }

@@ -72,11 +72,11 @@ const DISK_HEADROOM: u64 = 64 * 1024 * 1024;
 /// these: it is that file's error (or skip, with `--skip-bad-files`).
 #[derive(Debug, Error)]
 pub enum CacheError {
-    #[error("cannot use the replay cache folder {}: {source}; {files} dataset files have pages too large to read directly (see --replay-page-budget), so they need a small-page copy: point --replay-cache (REPLAY_CACHE_DIR) at a writable folder", dir.display())]
+    #[error("cannot use the replay cache folder {}: {cause}; {files} dataset files have pages too large to read directly (see --replay-page-budget), so they need a small-page copy: point --replay-cache (REPLAY_CACHE_DIR) at a writable folder", dir.display())]
     Folder {
         dir: PathBuf,
         files: usize,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("not enough disk space for the replay cache in {}: {files} small-page copies need about {}, {} is free; free some space or point --replay-cache (REPLAY_CACHE_DIR) at a larger disk", dir.display(), mib(*needed), mib(*available))]
     DiskFull {
@@ -160,7 +160,7 @@ pub(crate) fn prepare(
     let folder_err = |source| CacheError::Folder {
         dir: dir.clone(),
         files: needing,
-        source,
+        cause: source,
     };
     std::fs::create_dir_all(&dir).map_err(folder_err)?;
     remove_partials(&dir);
@@ -344,7 +344,7 @@ fn make_copy(job: &Job) -> Result<(), RepackError> {
     let result = repack_file(&job.source, &partial, &options).and_then(|_| {
         std::fs::rename(&partial, &job.copy).map_err(|source| RepackError::WriteIo {
             path: job.copy.clone(),
-            source,
+            cause: source,
         })
     });
     if result.is_err() {

@@ -137,7 +137,7 @@ pub fn list(opts: &ReplayOptions, stats: &ReplayStats) -> Result<Listing, Replay
     let dir = &opts.dataset;
     let dataset_err = |source| ReplayError::Dataset {
         path: dir.clone(),
-        source,
+        cause: source,
     };
     let mut files: Vec<(PathBuf, Kind)> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dataset_err)? {
@@ -188,7 +188,7 @@ pub fn list(opts: &ReplayOptions, stats: &ReplayStats) -> Result<Listing, Replay
                 tracing::warn!(file = %path.display(), "skipping bad file {}: {source}", path.display());
                 stats.note_bad_file();
             }
-            Err(source) => return Err(ReplayError::File { path, source }),
+            Err(cause) => return Err(ReplayError::File { path, cause }),
         }
     }
     if let Some(p) = parquet.iter().find(|p| series.contains_key(&p.symbol)) {

@@ -59,8 +59,8 @@ pub enum KlineError {
     ZipEntry(String),
     #[error("not a Binance kline CSV: line {line}: {problem}")]
     NotKlines { line: u64, problem: BadLine },
-    #[error("cannot read past line {line}: {source}")]
-    Read { line: u64, source: std::io::Error },
+    #[error("cannot read past line {line}: {cause}")]
+    Read { line: u64, cause: std::io::Error },
 }
 
 /// Whether a dataset file with this extension is a kline file (`.csv` or `.zip`).
@@ -107,7 +107,11 @@ impl KlineFile {
             },
             Err(source) => {
                 let line = lines.number();
-                Err(KlineError::Read { line, source }.into())
+                Err(KlineError::Read {
+                    line,
+                    cause: source,
+                }
+                .into())
             }
         }
     }
@@ -250,7 +254,11 @@ impl KlineCursor {
                 Ok(next) => next,
                 Err(source) => {
                     let line = open.lines.number();
-                    return Err(KlineError::Read { line, source }.into());
+                    return Err(KlineError::Read {
+                        line,
+                        cause: source,
+                    }
+                    .into());
                 }
             };
             let Some((line, bytes)) = next else {

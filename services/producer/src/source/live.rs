@@ -73,7 +73,7 @@
 
 /// Every `kind` label of `candlepipe_producer_live_fetch_errors_total`: the fetch failures
 /// and `invalid_candle` for bars that fail validation.
-pub const FETCH_ERROR_KINDS: [&str; 8] = [
+pub const FETCH_ERROR_KINDS: [&str; 9] = [
     "http_429",
     "http_5xx",
     "http_4xx",
@@ -81,6 +81,7 @@ pub const FETCH_ERROR_KINDS: [&str; 8] = [
     "connect",
     "malformed",
     "api_error",
+    "too_large",
     "invalid_candle",
 ];
 
@@ -90,6 +91,8 @@ mod feed;
 mod poller;
 mod resume;
 mod yahoo;
+
+pub use yahoo::DEFAULT_MAX_RESPONSE_BYTES;
 
 use crate::metrics::ProducerMetrics;
 use crate::sink::SinkCommand;
@@ -119,6 +122,8 @@ pub struct LiveOptions {
     pub base_url: Option<String>,
     /// Timeout of one chart request.
     pub request_timeout: Duration,
+    /// The largest chart answer read, in bytes (`--live-max-response-bytes`).
+    pub max_response_bytes: u64,
     /// Where to look for the newest candle already published (resume after restart).
     pub kafka: KafkaArgs,
 }
@@ -150,7 +155,8 @@ impl LiveSource {
         if opts.request_timeout.is_zero() {
             anyhow::bail!("--live-request-timeout / LIVE_REQUEST_TIMEOUT must be more than 0");
         }
-        let client = ChartClient::new(opts.base_url.as_deref(), opts.request_timeout)?;
+        let client = ChartClient::new(opts.base_url.as_deref(), opts.request_timeout)?
+            .with_max_body(opts.max_response_bytes);
         for kind in ["http_429", "http_5xx", "timeout", "connect", "malformed"] {
             metrics.live_fetch_errors.with_label_values(&[kind]);
         }
@@ -311,6 +317,7 @@ mod tests {
             backfill: Duration::from_secs(3600),
             base_url: base.map(str::to_owned),
             request_timeout: Duration::from_secs(1),
+            max_response_bytes: 1 << 20,
             kafka: KafkaArgs {
                 brokers: "127.0.0.1:1".into(),
                 topic: "candles".into(),

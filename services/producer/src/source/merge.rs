@@ -186,10 +186,7 @@ impl Merge {
         stats: &ReplayStats,
     ) -> Result<(), ReplayError> {
         if !self.skip_bad_files {
-            return Err(ReplayError::File {
-                path,
-                source: error,
-            });
+            return Err(ReplayError::File { path, cause: error });
         }
         tracing::warn!(file = %path.display(), "skipping bad file {}: {error}", path.display());
         self.broken[f] = true;

@@ -6,7 +6,8 @@
 //!   input per symbol), `parquet` (one file, streamed), `klines` (a symbol's Binance kline
 //!   files, streamed one after the other), `cache` (small-page copies of the files whose
 //!   pages are too large for the memory budget), `merge` (all files, one time-ordered
-//!   stream) and `pacing` (when each candle is due and which timestamp it carries); only
+//!   stream), `pacing` (when each candle is due and which timestamp it carries) and
+//!   `regular` (only regular files are opened); only
 //!   `replay` and `cache` (its counts and errors) are public.
 //! * [`live`]: the Yahoo Finance chart API.
 
@@ -17,4 +18,5 @@ pub mod live;
 pub(crate) mod merge;
 pub(crate) mod pacing;
 pub(crate) mod parquet;
+pub(crate) mod regular;
 pub mod replay;

@@ -33,6 +33,7 @@
 //! low, open time out of order, …) is a *bad row*: counted, logged with its file and row
 //! number, and skipped. A file that cannot be read at all is a [`FileError`].
 
+use crate::source::regular::{self, OpenError};
 use crate::source::replay::ReplayStats;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -80,9 +81,11 @@ const OPTIONAL_FLOATS: [&str; 3] = [QUOTE_VOLUME, TAKER_BASE, TAKER_QUOTE];
 #[derive(Debug, Error)]
 pub enum FileError {
     #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("file is empty (0 bytes)")]
     Empty,
+    #[error("not a regular file: {0}; only regular files are replayed")]
+    NotRegular(String),
     #[error("not a readable parquet file: {0}")]
     NotParquet(ParquetError),
     #[error("holds no rows")]
@@ -97,8 +100,8 @@ pub enum FileError {
         found: DataType,
         expected: &'static str,
     },
-    #[error("cannot decode rows from row {row} on: {source}")]
-    Decode { row: u64, source: ArrowError },
+    #[error("cannot decode rows from row {row} on: {cause}")]
+    Decode { row: u64, cause: ArrowError },
     #[error("cannot set up the reader: {0}")]
     Reader(ParquetError),
     #[error("cannot read it to make its small-page copy for the replay cache: {0}")]
@@ -106,6 +109,16 @@ pub enum FileError {
     /// A Binance kline file (`klines.rs`) that cannot be read.
     #[error(transparent)]
     Klines(#[from] crate::source::klines::KlineError),
+}
+
+impl From<OpenError> for FileError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::Io(e) => FileError::Io(e),
+            OpenError::NotRegular(what) => FileError::NotRegular(what),
+            OpenError::Empty => FileError::Empty,
+        }
+    }
 }
 
 /// Why one row was skipped.
@@ -120,7 +133,22 @@ pub enum BadRow {
     #[error("open_time {open_time} is not after the previous row's {previous}: rows must be sorted by open_time without duplicates")]
     OutOfOrder { open_time: i64, previous: i64 },
     #[error("{0}")]
-    Invalid(#[from] InvalidCandle),
+    Invalid(InvalidCandle),
+}
+
+// The wrapped errors are part of the message, so they are not also a `source()`: a cause
+// chain printed with `{:#}` shows each once (see `replay.rs`'s tests). Hence plain `From`s
+// instead of thiserror's `#[from]`.
+impl From<std::io::Error> for FileError {
+    fn from(e: std::io::Error) -> Self {
+        FileError::Io(e)
+    }
+}
+
+impl From<InvalidCandle> for BadRow {
+    fn from(e: InvalidCandle) -> Self {
+        BadRow::Invalid(e)
+    }
 }
 
 /// The part of the replay a cursor delivers: `[start, end)` in original open time, ms.
@@ -243,10 +271,7 @@ fn open_checked(
     path: &Path,
     options: ArrowReaderOptions,
 ) -> Result<(File, ArrowReaderMetadata, Vec<usize>), FileError> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
-        return Err(FileError::Empty);
-    }
+    let file = regular::open(path)?;
     let meta = ArrowReaderMetadata::load(&file, options).map_err(FileError::NotParquet)?;
     let columns = check_schema(meta.schema())?;
     Ok((file, meta, columns))
@@ -504,7 +529,7 @@ impl FileCursor {
                 Some(Err(source)) => {
                     return Err(FileError::Decode {
                         row: self.rows_read,
-                        source,
+                        cause: source,
                     })
                 }
                 Some(Ok(batch)) if batch.num_rows() == 0 => continue,
@@ -512,7 +537,7 @@ impl FileCursor {
             };
             let columns = Columns::new(&batch).map_err(|source| FileError::Decode {
                 row: self.rows_read,
-                source,
+                cause: source,
             })?;
             self.next_in_batch = 0;
             self.batch = Some(columns);

@@ -90,10 +90,10 @@ impl ReplayOptions {
 /// Why the replay cannot start or go on.
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("dataset folder {}: {source}", path.display())]
+    #[error("dataset folder {}: {cause}", path.display())]
     Dataset {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("no *.parquet, *.csv or *.zip files in dataset folder {}", .0.display())]
     NoFiles(PathBuf),
@@ -109,8 +109,8 @@ pub enum ReplayError {
     EmptyWindow { start: i64, end: i64 },
     #[error("every *.parquet, *.csv and *.zip file in {} is unreadable ({skipped} skipped)", dir.display())]
     NothingReadable { dir: PathBuf, skipped: u64 },
-    #[error("{}: {source}", path.display())]
-    File { path: PathBuf, source: FileError },
+    #[error("{}: {cause}", path.display())]
+    File { path: PathBuf, cause: FileError },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -247,7 +247,10 @@ impl ReplaySource {
                 std::error::Error::source(&error).map_or(error.to_string(), |e| e.to_string());
             let source = FileError::Convert(cause);
             if !opts.skip_bad_files {
-                return Err(ReplayError::File { path, source });
+                return Err(ReplayError::File {
+                    path,
+                    cause: source,
+                });
             }
             tracing::warn!(file = %path.display(), "skipping bad file {}: {source}", path.display());
             stats.note_bad_file();
@@ -457,6 +460,63 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each cause shows once in the whole chain as the binary prints it (`{:#}` of the
+    /// anyhow error at the edge): a message that embeds its cause must not also hand it
+    /// out as `source()`, or the cause prints twice (three times two layers down).
+    #[test]
+    fn error_causes_print_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let file = |source| ReplayError::File {
+            path: PathBuf::from("d/X.parquet"),
+            cause: source,
+        };
+        let cases: Vec<(ReplayError, &str)> = vec![
+            (
+                file(FileError::Io(io())),
+                "d/X.parquet: cannot read: disk on fire",
+            ),
+            (
+                file(FileError::Decode {
+                    row: 7,
+                    cause: arrow_schema::ArrowError::ComputeError("bad page".into()),
+                }),
+                "d/X.parquet: cannot decode rows from row 7 on: Compute error: bad page",
+            ),
+            (
+                file(FileError::Klines(KlineError::Read {
+                    line: 3,
+                    cause: io(),
+                })),
+                "d/X.parquet: cannot read past line 3: disk on fire",
+            ),
+            (
+                ReplayError::Dataset {
+                    path: PathBuf::from("d"),
+                    cause: io(),
+                },
+                "dataset folder d: disk on fire",
+            ),
+            (
+                ReplayError::Cache(CacheError::Folder {
+                    dir: PathBuf::from("c"),
+                    files: 2,
+                    cause: io(),
+                }),
+                "cannot use the replay cache folder c: disk on fire; 2 dataset files",
+            ),
+        ];
+        for (error, starts) in cases {
+            let shown = format!("{:#}", anyhow::Error::new(error).context("opening"));
+            assert!(
+                shown.starts_with(&format!("opening: {starts}")),
+                "{shown:?} should start with {starts:?}"
+            );
+            let innermost = starts.rsplit(": ").next().unwrap();
+            let innermost = innermost.split(';').next().unwrap();
+            assert_eq!(shown.matches(innermost).count(), 1, "{shown:?}");
+        }
+    }
 
     #[test]
     fn replay_source_can_move_to_its_own_thread() {

@@ -10,9 +10,9 @@
 
 use super::KlineError;
 use crate::source::parquet::FileError;
+use crate::source::regular;
 use flate2::bufread::DeflateDecoder;
 use flate2::Crc;
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use zip::{CompressionMethod, ZipArchive};
@@ -43,10 +43,7 @@ impl Container {
     /// Checks that `path` can be read as a CSV (`zipped = false`) or as a zip holding one
     /// stored or deflated file.
     pub fn inspect(path: &Path, zipped: bool) -> Result<Self, FileError> {
-        let file = File::open(path)?;
-        if file.metadata()?.len() == 0 {
-            return Err(FileError::Empty);
-        }
+        let file = regular::open(path)?;
         if !zipped {
             return Ok(Container::Csv);
         }
@@ -95,7 +92,7 @@ pub struct Lines {
 
 impl Lines {
     pub fn open(path: &Path, container: &Container) -> Result<Self, FileError> {
-        let mut file = File::open(path)?;
+        let mut file = regular::open(path)?;
         let bytes: Box<dyn Read + Send> = match container {
             Container::Csv => Box::new(file),
             Container::Zip(entry) => {

@@ -61,7 +61,7 @@ pub(crate) struct Chart {
 #[derive(Debug, Error)]
 pub(crate) enum ChartError {
     #[error("malformed JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("Yahoo answered with an error: {code}: {description}")]
     Api { code: String, description: String },
     #[error("no `chart.result[0]` and no `chart.error`")]
@@ -140,7 +140,7 @@ struct QuoteNode {
 
 /// Parses one chart response body.
 pub(crate) fn parse_chart(body: &[u8]) -> Result<Chart, ChartError> {
-    let env: Envelope = serde_json::from_slice(body)?;
+    let env: Envelope = serde_json::from_slice(body).map_err(ChartError::Json)?;
     let node = env.chart.ok_or(ChartError::NoResult)?;
     if let Some(e) = node.error {
         return Err(ChartError::Api {

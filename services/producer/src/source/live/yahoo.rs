@@ -8,9 +8,13 @@
 //! `{base}` is `--yahoo-base-url` (default `https://query1.finance.yahoo.com`), so tests and
 //! proxies redirect every Yahoo request with one flag. The chart API needs no cookie or
 //! crumb. Failures come back as a [`FetchError`] whose [`FetchError::kind`] is the
-//! `kind` label of `candlepipe_producer_live_fetch_errors_total`.
+//! `kind` label of `candlepipe_producer_live_fetch_errors_total`. A body over
+//! `--live-max-response-bytes` is not read past the limit (`too_large`): a real chart
+//! answer is well under 1 MiB, and an unbounded read of a 1.5 GB answer once took the
+//! producer to 2.36 GB of memory.
 
 use super::chart::{parse_chart, Chart, ChartError};
+use candlepipe_model::http_body::{read_capped, BodyError};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use std::time::Duration;
@@ -18,6 +22,10 @@ use thiserror::Error;
 
 /// Yahoo's own host.
 pub(crate) const DEFAULT_BASE_URL: &str = "https://query1.finance.yahoo.com";
+
+/// The default `--live-max-response-bytes`: 16 MiB, against about 1 MiB for a week of 1m
+/// candles, the most Yahoo serves.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
 /// Yahoo answers a library's default User-Agent with 429s far sooner than a browser's.
 const USER_AGENT: &str =
@@ -40,11 +48,13 @@ pub(crate) enum FetchError {
     Malformed(ChartError),
     #[error("{0}")]
     Api(ChartError),
+    #[error("{0} (--live-max-response-bytes); not read further")]
+    TooLarge(String),
 }
 
 impl FetchError {
     /// The metric label: `http_429`, `http_5xx`, `http_4xx`, `timeout`, `connect`,
-    /// `malformed` or `api_error`.
+    /// `malformed`, `api_error` or `too_large`.
     pub fn kind(&self) -> &'static str {
         match self {
             FetchError::RateLimited { .. } => "http_429",
@@ -54,6 +64,7 @@ impl FetchError {
             FetchError::Connect(_) => "connect",
             FetchError::Malformed(_) => "malformed",
             FetchError::Api(_) => "api_error",
+            FetchError::TooLarge(_) => "too_large",
         }
     }
 
@@ -80,6 +91,8 @@ pub(crate) struct Fetched {
 pub(crate) struct ChartClient {
     http: reqwest::Client,
     base: Url,
+    /// The largest body read (see the module docs).
+    max_body: u64,
 }
 
 impl ChartClient {
@@ -97,7 +110,17 @@ impl ChartClient {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
-        Ok(ChartClient { http, base })
+        Ok(ChartClient {
+            http,
+            base,
+            max_body: DEFAULT_MAX_RESPONSE_BYTES,
+        })
+    }
+
+    /// Reads at most `bytes` of a response body (`--live-max-response-bytes`).
+    pub fn with_max_body(mut self, bytes: u64) -> Self {
+        self.max_body = bytes;
+        self
     }
 
     /// The request URL for `symbol` over `[from_ms, to_ms)`.
@@ -127,7 +150,12 @@ impl ChartClient {
         let status = resp.status();
         let date = http_date_ms(resp.headers());
         let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = read_capped(resp, self.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => transport(e),
+                too_large => FetchError::TooLarge(too_large.to_string()),
+            })?;
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(FetchError::RateLimited { retry_after });
         }
@@ -258,6 +286,13 @@ mod tests {
         );
         assert_eq!(FetchError::Timeout(String::new()).kind(), "timeout");
         assert_eq!(FetchError::Connect(String::new()).kind(), "connect");
+        assert_eq!(FetchError::TooLarge(String::new()).kind(), "too_large");
+        for e in [
+            FetchError::TooLarge(String::new()),
+            FetchError::Timeout(String::new()),
+        ] {
+            assert!(super::super::FETCH_ERROR_KINDS.contains(&e.kind()));
+        }
     }
 
     #[tokio::test]
