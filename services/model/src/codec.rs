@@ -702,7 +702,7 @@ mod tests {
             spread in 0f64..1e6,
             o in 0f64..=1.0, cl in 0f64..=1.0,
             volume in 0f64..1e12,
-            trades in proptest::option::of(0u64..u64::MAX),
+            trades in proptest::option::of(0u64..=crate::validate::MAX_TRADES),
             qv in proptest::option::of(0f64..1e15),
             closed in any::<bool>(),
         ) {
@@ -770,12 +770,12 @@ mod tests {
         }
     }
 
-    /// A non-negative finite f64 from any bit pattern (subnormals, huge, integers).
+    /// A non-negative f64 the validator accepts, from any bit pattern up to its cap
+    /// (subnormals, huge, integers; bits of non-negative floats order like their values).
     fn any_amount() -> impl Strategy<Value = f64> {
+        let cap = crate::validate::MAX_AMOUNT.to_bits();
         prop_oneof![
-            any::<u64>()
-                .prop_map(|b| f64::from_bits(b & !(1 << 63)))
-                .prop_filter("finite", |v| v.is_finite()),
+            (0..=cap).prop_map(f64::from_bits),
             (0u64..10_000_000_000).prop_map(|n| n as f64 / 1000.0),
             Just(0.0),
         ]
