@@ -50,21 +50,12 @@ BENCH_OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 ensure_debian_packages
 ensure_kafka
 ensure_influxdb2
-export PATH="$HOME/.cargo/bin:$PATH"
-
-# Datasets, logs and the servers' temp dirs go here, removed at the end whatever happens.
-WORK=$(mktemp -d -t candlepipe-bench-XXXXXX)
-export TMPDIR="$WORK"
-cleanup() { rm -rf "$WORK"; }
-trap cleanup EXIT
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN_DIR="$TARGET_DIR/release"
+# shellcheck source=scripts/lib/bench_setup.sh
+source scripts/lib/bench_setup.sh
+bench_setup candlepipe-bench
 
 log "cargo build --release (binaries, the benchmark example, the criterion benches)"
-cargo build --release --workspace --bins --locked
-cargo build --release -p candlepipe-e2e --example pipeline_bench --locked
+bench_build
 cargo build --release -p producer --example replay_rss --locked
 if [ "$BENCH_CRITERION" = 1 ]; then
   # One package per command, exactly as they run below: building both in one command would

@@ -38,19 +38,12 @@ ensure_debian_packages
 ensure_kafka
 ensure_influxdb2
 ensure_peers
-export PATH="$HOME/.cargo/bin:$PATH"
-
-WORK=$(mktemp -d -t candlepipe-peers-XXXXXX)
-export TMPDIR="$WORK"
-cleanup() { rm -rf "$WORK"; }
-trap cleanup EXIT
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN_DIR="$TARGET_DIR/release"
+# shellcheck source=scripts/lib/bench_setup.sh
+source scripts/lib/bench_setup.sh
+bench_setup candlepipe-peers
 
 log "cargo build --release (binaries, the benchmark example)"
-cargo build --release --workspace --bins --locked
-cargo build --release -p candlepipe-e2e --example pipeline_bench --locked
+bench_build
 
 START=$SECONDS
 START_LOAD=$(loadavg)

@@ -30,6 +30,8 @@ pub mod http;
 #[cfg(feature = "http-client")]
 pub mod http_body;
 pub mod kafka;
+#[cfg(any(test, feature = "test-support"))]
+pub mod log_capture;
 #[cfg(feature = "parquet")]
 pub mod repack;
 pub mod secret;

@@ -9,7 +9,7 @@ use candlepipe_producer::source::replay::{
     ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
 };
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A wall-clock "now" for the virtual clock, deliberately not minute aligned.
 pub const NOW: i64 = 1_732_250_000_123;
@@ -55,30 +55,7 @@ pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
     capture_logs_at(tracing::Level::WARN, f)
 }
 
-/// Captures the log lines at `level` and above written while `f` runs.
-pub fn capture_logs_at<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, String) {
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buffer {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let out = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-    (out, text)
-}
+pub use candlepipe_model::log_capture::capture_logs_at;
 
 /// A folder holding the good files whose candles are `good` plus one bad file called `name`:
 /// opening it without `--skip-bad-files` is an error naming the file and `expected`; with it,

@@ -1,0 +1,32 @@
+//! Test support: the log lines a piece of code writes, captured in memory, so tests can
+//! assert what an operator would read (one line per error kind, a file named, no flood).
+//! Compiled for the model's own tests and, with the `test-support` feature, for other
+//! crates' tests; never part of a binary.
+
+use std::sync::{Arc, Mutex};
+
+/// Captures the log lines at `level` and above that `f` writes through `tracing` on this
+/// thread, as plain text (no ANSI codes), and returns `f`'s result with them.
+pub fn capture_logs_at<T>(level: tracing::Level, f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    (out, text)
+}
