@@ -98,7 +98,8 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
             kafka: cfg.kafka.clone(),
         },
         metrics.clone(),
-    )?;
+    )?
+    .with_readiness(readiness.clone());
 
     let sink = KafkaSink::new(
         &cfg.kafka,

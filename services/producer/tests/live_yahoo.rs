@@ -427,3 +427,43 @@ fn an_oversized_answer_is_dropped_unread_and_counted() {
             .any(|l| l.contains("1048576-byte limit") && l.contains(btc))
     });
 }
+
+/// `/readyz` with Yahoo failing: ready while any symbol answers; 503 naming the cause once
+/// the last polls of every symbol failed; ready again at the next good answer. (Before, the
+/// Kafka check alone decided, and the producer said ready while publishing nothing.)
+#[test]
+fn readyz_says_when_yahoo_stops_answering_every_symbol() {
+    let fake = market();
+    let topic = unique("live-readyz");
+    let producer = start_producer(&fake, &topic, &[]);
+    wait_caught_up(&fake, &topic, &SYMBOLS, "the backfill");
+    let readyz = || {
+        candlepipe_testkit::get(&format!("http://127.0.0.1:{}/readyz", producer.http_port))
+            .unwrap_or((0, String::new()))
+    };
+    wait_until(WAIT, "/readyz 200 while Yahoo answers", || {
+        readyz().0 == 200
+    });
+
+    let [xrp, btc] = SYMBOLS;
+    fake.fail_next(xrp, 1_000_000, Fault::Status(500));
+    wait_until(WAIT, "XRP-ETH's polls to fail", || {
+        labelled(&producer, ERRORS, "kind=\"http_5xx\"") >= 5.0
+    });
+    let (code, body) = readyz();
+    assert_eq!(code, 200, "one symbol still answers: {body}");
+
+    fake.fail_next(btc, 1_000_000, Fault::Status(500));
+    wait_until(WAIT, "/readyz 503 once every symbol fails", || {
+        readyz().0 == 503
+    });
+    let (_, body) = readyz();
+    assert!(body.contains("\"yahoo\""), "{body}");
+    assert!(body.contains("every live symbol failed"), "{body}");
+    assert!(body.contains("http_5xx"), "{body}");
+
+    fake.clear_faults();
+    wait_until(WAIT, "/readyz 200 once Yahoo answers again", || {
+        readyz().0 == 200
+    });
+}

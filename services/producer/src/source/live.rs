@@ -88,6 +88,7 @@ pub const FETCH_ERROR_KINDS: [&str; 9] = [
 mod backoff;
 mod chart;
 mod feed;
+mod health;
 mod poller;
 mod resume;
 mod yahoo;
@@ -102,6 +103,8 @@ use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time::now_ms;
 use candlepipe_model::validate::validate_symbol;
 use feed::{SymbolFeed, RETENTION_MS};
+use health::LiveHealth;
+pub use health::FAILURES_UNTIL_UNREADY;
 use poller::{poll_symbol, PollContext};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -164,11 +167,19 @@ impl LiveSource {
             client,
             metrics,
             poll_interval: opts.poll_interval,
+            health: LiveHealth::default(),
         };
         Ok(LiveSource {
             setup: Box::new(LiveSetup { opts, ctx }),
             feeds: None,
         })
+    }
+
+    /// Reports whether Yahoo answers into `readiness` (a `yahoo` check, module
+    /// `health`): not ready once every symbol's last polls failed.
+    pub fn with_readiness(mut self, readiness: candlepipe_model::http::Readiness) -> Self {
+        self.setup.ctx.health = LiveHealth::new(readiness);
+        self
     }
 
     /// The symbols polled, as Yahoo spells them.
@@ -190,6 +201,8 @@ impl LiveSource {
                 None => return Ok(()), // stopped while reading the topic
             },
         };
+        let health = self.setup.ctx.health.clone();
+        health.started(feeds.iter().map(|f| f.symbol.as_str()));
         let mut tasks = JoinSet::new();
         for (i, feed) in feeds.into_iter().enumerate() {
             let task = poll_symbol(feed, self.setup.ctx.clone(), stop.clone(), out.clone());
@@ -203,6 +216,7 @@ impl LiveSource {
                 Err(e) => return Err(e).context("a live symbol task was cancelled"),
             }
         }
+        health.stopped();
         back.sort_by_key(|(i, _)| *i);
         self.feeds = Some(back.into_iter().map(|(_, f)| f).collect());
         Ok(())

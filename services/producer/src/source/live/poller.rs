@@ -9,6 +9,7 @@
 
 use super::backoff::Backoff;
 use super::feed::{Absorbed, SymbolFeed};
+use super::health::LiveHealth;
 use super::yahoo::{ChartClient, FetchError};
 use crate::metrics::ProducerMetrics;
 use crate::sink::SinkCommand;
@@ -24,6 +25,8 @@ pub(crate) struct PollContext {
     pub client: ChartClient,
     pub metrics: ProducerMetrics,
     pub poll_interval: Duration,
+    /// Each symbol's recent failures, for `/readyz`.
+    pub health: LiveHealth,
 }
 
 /// Polls `feed`'s symbol until `stop` fires (or the sink is gone); returns the feed so the
@@ -57,6 +60,7 @@ pub(crate) async fn poll_symbol(
                         "Yahoo answers again");
                 }
                 backoff.succeeded();
+                ctx.health.succeeded(&feed.symbol);
                 let absorbed = feed.absorb(&fetched.chart, fetched.market_now, window);
                 report(&feed, &absorbed, &ctx.metrics);
                 for c in absorbed.candles {
@@ -73,6 +77,11 @@ pub(crate) async fn poll_symbol(
             Err(e) => {
                 let wait = backoff.failed(e.retry_after());
                 fetch_failed(&feed.symbol, &e, wait, backoff.failures(), &ctx.metrics);
+                ctx.health.failed(
+                    &feed.symbol,
+                    backoff.failures(),
+                    format!("{} ({e})", e.kind()),
+                );
                 next = Instant::now() + wait;
             }
         }
