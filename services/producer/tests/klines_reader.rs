@@ -50,6 +50,19 @@ fn assert_time_ordered(candles: &[Candle]) {
     }
 }
 
+/// A complete candle with fixed, valid values: for tests about files, not about values.
+fn sample(symbol: &str, open_time: i64) -> Candle {
+    full(
+        symbol,
+        open_time,
+        [1.0, 2.0, 0.5, 1.5, 3.0],
+        4.5,
+        2,
+        1.0,
+        1.5,
+    )
+}
+
 /// A candle with every Binance field.
 #[allow(clippy::too_many_arguments)]
 fn full(
@@ -479,15 +492,7 @@ fn real_candles_retyped_as_binance_csv_replay_exactly_as_from_parquet() {
 /// `--skip-bad-files` (naming the file and `expected`) and the skip with it.
 fn check_bad_file(name: &str, make: impl Fn(&Path), expected: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let good = full(
-        "GOOD-USDT",
-        at("2024-03-01T00:00:00Z"),
-        [1.0, 2.0, 0.5, 1.5, 3.0],
-        4.5,
-        2,
-        1.0,
-        1.5,
-    );
+    let good = sample("GOOD-USDT", at("2024-03-01T00:00:00Z"));
     write_kline_file(dir.path(), "GOODUSDT-1m-2024-03-01.csv", &ms_line(&good));
     make(dir.path());
     assert_bad_file_refused_then_skipped(dir.path(), &[good], name, expected);
@@ -495,15 +500,7 @@ fn check_bad_file(name: &str, make: impl Fn(&Path), expected: &str) {
 
 #[test]
 fn unreadable_kline_files_are_errors_naming_the_file_or_skipped() {
-    let line = ms_line(&full(
-        "X",
-        at("2024-03-01T00:00:00Z"),
-        [1.0, 2.0, 0.5, 1.5, 3.0],
-        4.5,
-        2,
-        1.0,
-        1.5,
-    ));
+    let line = ms_line(&sample("X", at("2024-03-01T00:00:00Z")));
     let put = |name: &'static str, bytes: Vec<u8>| {
         move |d: &Path| std::fs::write(d.join(name), &bytes).unwrap()
     };
@@ -568,15 +565,7 @@ fn a_zip_damaged_inside_fails_while_streaming_naming_the_file() {
         })
         .collect();
     let bad = write_kline_file(d, "BTCUSDT-1m-2024-03.zip", &text);
-    let other = full(
-        "ETH-USDT",
-        start + 5 * MINUTE_MS,
-        [1.0, 2.0, 0.5, 1.5, 3.0],
-        4.5,
-        2,
-        1.0,
-        1.5,
-    );
+    let other = sample("ETH-USDT", start + 5 * MINUTE_MS);
     write_kline_file(d, "ETHUSDT-1m-2024-03.csv", &ms_line(&other));
     // Damage the deflate stream in its middle; the zip's directory stays intact, so the
     // file passes the check at open and fails while streaming.
@@ -608,15 +597,7 @@ fn a_symbol_in_both_parquet_and_kline_files_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let real = candlepipe_testkit::testdata("real-ohlcv/XRP-ETH.parquet");
     std::fs::copy(real, dir.path().join("XRP-ETH.parquet")).unwrap();
-    let c = full(
-        "X",
-        at("2024-03-01T00:00:00Z"),
-        [1.0, 2.0, 0.5, 1.5, 3.0],
-        4.5,
-        2,
-        1.0,
-        1.5,
-    );
+    let c = sample("X", at("2024-03-01T00:00:00Z"));
     write_kline_file(dir.path(), "XRPETH-1m-2024-03.zip", &ms_line(&c));
     let err = ReplaySource::open(plain(dir.path()))
         .err()
