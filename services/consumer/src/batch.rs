@@ -707,6 +707,7 @@ impl MicroBatchEngine {
                             symbol: &c.symbol,
                             source: c.source,
                             open_time: c.open_time,
+                            event_time: self.aggregator.event_time(c.source, &c.symbol),
                             newest: self.aggregator.watermark(c.source, &c.symbol),
                             horizon: Duration::from_millis(self.aggregator.horizon_ms() as u64),
                         };

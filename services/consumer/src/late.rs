@@ -6,7 +6,7 @@
 //! that restarted its timeline, a clock far off. The counter
 //! `candlepipe_consumer_late_dropped_total` (and the `CandlepipeLateCandlesDropped` alert)
 //! shows how many; this log says which. One drop is one WARN with the symbol, the candle's
-//! time, the symbol's newest time and the horizon; more drops within [`LateLog::every`] are
+//! time, the symbol's event time and newest time, and the horizon; more drops within [`LateLog::every`] are
 //! counted and summed up in the next WARN, so a replay dropping 100k candles writes a line
 //! per interval, not 100k lines.
 
@@ -21,6 +21,8 @@ pub struct LateDrop<'a> {
     pub source: Source,
     /// The dropped candle's open time, Unix ms.
     pub open_time: i64,
+    /// The symbol's event time, which the horizon is measured from, Unix ms.
+    pub event_time: Option<i64>,
     /// The symbol's newest open time, Unix ms.
     pub newest: Option<i64>,
     pub horizon: Duration,
@@ -55,11 +57,12 @@ impl LateLog {
             return None;
         }
         let line = format!(
-            "dropped a late {} candle of {} at {}: more than {:?} behind the symbol's newest candle ({}){}",
+            "dropped a late {} candle of {} at {}: more than {:?} behind the symbol's event time {} (newest candle {}){}",
             drop.source.as_str(),
             drop.symbol,
             fmt_ms(drop.open_time),
             drop.horizon,
+            drop.event_time.map_or_else(|| "none".to_owned(), fmt_ms),
             drop.newest.map_or_else(|| "none".to_owned(), fmt_ms),
             match self.suppressed {
                 0 => String::new(),
@@ -88,6 +91,7 @@ mod tests {
             symbol: "BTC-USDT",
             source: Source::Replay,
             open_time: T + minute * 60_000,
+            event_time: Some(T + 179 * 60_000),
             newest: Some(T + 180 * 60_000),
             horizon: Duration::from_secs(3600),
         }
@@ -103,6 +107,7 @@ mod tests {
         assert!(first.contains("BTC-USDT"), "{first}");
         assert!(first.contains("replay"), "{first}");
         assert!(first.contains(&fmt_ms(T)), "{first}");
+        assert!(first.contains(&fmt_ms(T + 179 * 60_000)), "{first}");
         assert!(first.contains(&fmt_ms(T + 180 * 60_000)), "{first}");
         assert!(first.contains("3600s"), "{first}");
         assert!(!first.contains("more dropped"), "{first}");

@@ -522,6 +522,12 @@ impl Aggregator {
         self.history(source, symbol).map(|h| h.watermark)
     }
 
+    /// The symbol's event time (what late candles are measured against, module docs), if
+    /// it has state.
+    pub fn event_time(&self, source: Source, symbol: &str) -> Option<i64> {
+        self.history(source, symbol).map(|h| h.event_time)
+    }
+
     /// Number of (source, symbol) states held.
     pub fn symbols(&self) -> usize {
         self.histories.len()
