@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod config;
 pub mod dlq;
+pub mod events;
 pub mod indicator;
 pub mod late;
 pub mod lineproto;
