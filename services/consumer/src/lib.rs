@@ -17,6 +17,8 @@ pub mod events;
 pub mod indicator;
 pub mod late;
 pub mod lineproto;
+#[cfg(any(test, feature = "test-support"))]
+pub mod lineproto_parse;
 pub mod metrics;
 pub mod point;
 pub mod rollup;
