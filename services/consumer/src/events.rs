@@ -7,7 +7,7 @@
 //! are enums of [`crate::metrics`] ([`Stage`], [`WriteErrorKind`]) whose `as_str` also
 //! pre-registers the series, so a label can be neither misspelt nor forgotten there. Every
 //! gauge has exactly one event here that sets it ([`Backpressure`], [`PartitionsOwned`],
-//! [`WriteAccepted`]); the partition watch owns its own two (lag, stalled partitions).
+//! [`WriteAccepted`], and for the partition watch [`PartitionLag`], [`StalledPartitions`]).
 //!
 //! The metric names and meanings are the README's "Metrics" table.
 
@@ -315,6 +315,72 @@ impl PointUnencodable<'_> {
     }
 }
 
+/// A partition's lag as the watch measured it (`Some`), or its series removed once the
+/// partition is no longer owned (`None`). The only writer of
+/// `candlepipe_consumer_lag_messages`.
+pub struct PartitionLag {
+    pub partition: i32,
+    pub lag: Option<i64>,
+}
+
+impl PartitionLag {
+    pub fn emit(self, m: &ConsumerMetrics) {
+        let label = self.partition.to_string();
+        match self.lag {
+            Some(lag) => m.lag.with_label_values(&[&label]).set(lag),
+            None => {
+                let _ = m.lag.remove_label_values(&[&label]);
+            }
+        }
+    }
+}
+
+/// How many owned partitions are stalled now. The only writer of
+/// `candlepipe_consumer_stalled_partitions`.
+pub struct StalledPartitions {
+    pub count: usize,
+}
+
+impl StalledPartitions {
+    pub fn emit(self, m: &ConsumerMetrics) {
+        m.stalled_partitions.set(self.count as i64);
+    }
+}
+
+/// A partition with messages waiting whose committed offset has not moved for `after`.
+pub struct PartitionStalled {
+    pub partition: i32,
+    pub offset: i64,
+    pub after: Duration,
+}
+
+impl PartitionStalled {
+    pub fn emit(self) {
+        tracing::warn!(
+            partition = self.partition,
+            offset = self.offset,
+            "partition stalled: no progress for {:?} with messages waiting",
+            self.after
+        );
+    }
+}
+
+/// A stalled partition whose committed offset moved again.
+pub struct PartitionMoving {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl PartitionMoving {
+    pub fn emit(self) {
+        tracing::info!(
+            partition = self.partition,
+            offset = self.offset,
+            "partition moving again"
+        );
+    }
+}
+
 fn unix_now_secs() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -414,6 +480,27 @@ mod tests {
         assert_eq!(m.batches.get(), 1);
         assert_eq!(m.end_to_end_latency.get_sample_count(), 2);
         assert!((m.end_to_end_latency.get_sample_sum() - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_partition_s_lag_series_is_set_then_removed() {
+        let m = ConsumerMetrics::new();
+        PartitionLag {
+            partition: 4,
+            lag: Some(12),
+        }
+        .emit(&m);
+        assert_eq!(m.lag.with_label_values(&["4"]).get(), 12);
+        PartitionLag {
+            partition: 4,
+            lag: None,
+        }
+        .emit(&m);
+        let families = m.registry.gather();
+        let lag = families
+            .iter()
+            .find(|f| f.name() == "candlepipe_consumer_lag_messages");
+        assert!(lag.is_none_or(|f| f.get_metric().is_empty()), "{lag:?}");
     }
 
     #[test]
