@@ -171,7 +171,7 @@ pub(super) fn endpoint(base: &Url, path: &[&str], query: &[(&str, &str)]) -> Url
 mod tests {
     use super::*;
     use crate::metrics::ConsumerMetrics;
-    use crate::sink::InfluxSink;
+    use crate::sink::client::InfluxSink;
 
     #[test]
     fn endpoints_keep_a_path_prefix_and_encode_the_query() {

@@ -61,7 +61,7 @@ impl InfluxSink {
     /// InfluxDB as busy as the others: 22,850 points at 5,000 and 2 in flight are 6
     /// requests of 3,809 (3 full rounds), not 4 of 5,000 and a lone 2,850. (On its own this
     /// measured within noise on the benchmark: there the consumer then waited on fetches,
-    /// see `fetch.wait.max.ms` in `batch`.)
+    /// see `fetch.wait.max.ms` in `batch::client`.)
     pub fn encode(&self, points: &[Point]) -> EncodedBatch {
         let cfg = &self.inner.cfg;
         let mut requests = points.len().div_ceil(cfg.batch_points.max(1));
@@ -135,7 +135,7 @@ mod tests {
     use super::*;
     use crate::metrics::ConsumerMetrics;
     use crate::point::CandlePoint;
-    use crate::sink::{InfluxApi, InfluxConfig};
+    use crate::sink::config::{InfluxApi, InfluxConfig};
     use candlepipe_model::{Interval, Source};
     use std::sync::Arc;
 
