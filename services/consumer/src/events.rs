@@ -4,7 +4,7 @@
 //! This is the `InternalEvent` habit of Vector's `internal_events`: the batch loop and the
 //! sink say *what happened* (`WriteRetrying { kind, error, attempt }.emit(&metrics)`), and
 //! this module alone knows which log level, which words and which series that means. Labels
-//! are enums of [`crate::metrics`] ([`Stage`], [`WriteErrorKind`]) whose `as_str` also
+//! are enums of [`crate::metrics`] ([`Stage`](crate::metrics::Stage), [`WriteErrorKind`]) whose `as_str` also
 //! pre-registers the series, so a label can be neither misspelt nor forgotten there. Every
 //! gauge has exactly one event here that sets it ([`Backpressure`], [`PartitionsOwned`],
 //! [`WriteAccepted`], and for the partition watch [`PartitionLag`], [`StalledPartitions`]).

@@ -32,10 +32,10 @@ pub struct BatchOptions {
     pub max_batch: usize,
     pub horizon: Duration,
     pub rebuild_messages: i64,
-    /// How far ahead of this clock an open time may be (see [`incoming`]).
+    /// How far ahead of this clock an open time may be (see `incoming`).
     pub max_future: Duration,
     /// Largest record batch the consumer fetches (`receive.message.max.bytes` follows it);
-    /// a larger one is skipped into the DLQ unread (see [`MicroBatchEngine::skip_unfetchable`]).
+    /// a larger one is skipped into the DLQ unread (see `MicroBatchEngine::skip_unfetchable`).
     pub max_message_bytes: usize,
 }
 

@@ -3,7 +3,7 @@
 //! One loop, like a Spark Structured Streaming query with a processing-time trigger:
 //!
 //! 1. **Collect** messages until `--max-batch` messages or `--trigger` elapsed. Each message
-//!    is decoded and validated as it arrives; a bad one becomes a [`DeadLetter`].
+//!    is decoded and validated as it arrives; a bad one becomes a [`DeadLetter`](crate::dlq::DeadLetter).
 //! 2. **Rebalance**: partitions revoked since the last batch lose their buffered messages and
 //!    their symbols' state (their new owner will re-read them); partitions assigned get their
 //!    state **rebuilt** by re-reading history before the committed offset, so indicators

@@ -40,7 +40,7 @@ pub struct InfluxConfig {
     /// v2: required. v1: optional; sent as `Authorization: Token`, which InfluxDB 1.8+ and
     /// the v1-compatible endpoints of 2.x/3.x accept. Takes precedence over user/password.
     pub token: Option<String>,
-    /// v1: database, created by [`InfluxSink::prepare`] when missing.
+    /// v1: database, created by [`InfluxSink::prepare`](super::InfluxSink::prepare) when missing.
     pub db: String,
     /// v1: sent as HTTP basic auth (not `u=`/`p=` query parameters, which end up in logs).
     pub username: Option<String>,
