@@ -203,3 +203,56 @@ impl MicroBatchEngine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{InfluxApi, InfluxConfig};
+
+    fn engine(properties: &[(&str, &str)], instance: Option<&str>, max: usize) -> MicroBatchEngine {
+        let kafka = KafkaArgs {
+            brokers: "127.0.0.1:9".into(),
+            topic: "candles".into(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let opts = BatchOptions {
+            group: "g".into(),
+            group_instance_id: instance.map(str::to_owned),
+            session_timeout: Duration::from_secs(30),
+            max_poll_interval: Duration::from_secs(3600),
+            trigger: Duration::from_secs(1),
+            max_batch: 10,
+            horizon: Duration::from_secs(3600),
+            rebuild_messages: 100,
+            max_future: Duration::from_secs(120),
+            max_message_bytes: max,
+        };
+        let influx = InfluxConfig {
+            api: InfluxApi::V1,
+            ..InfluxConfig::default()
+        };
+        let sink = InfluxSink::new(influx, ConsumerMetrics::new()).unwrap();
+        let dlq = DeadLetters::new(&kafka, "candles.dlq").unwrap();
+        MicroBatchEngine::new(kafka, opts, sink, dlq, ConsumerMetrics::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_receive_limit_follows_max_message_bytes_and_properties_win() {
+        let e = engine(&[], Some("host-1"), 16 << 20);
+        assert_eq!(e.instance_id.as_deref(), Some("host-1"));
+        assert_eq!(e.receive_max, ((16 << 20) + RESPONSE_OVERHEAD).to_string());
+        // Never below librdkafka's own 1 MiB floor for a fetch.
+        let small = engine(&[], None, 1000);
+        assert_eq!(small.instance_id, None);
+        assert_eq!(
+            small.receive_max,
+            (1_048_576 + RESPONSE_OVERHEAD).to_string()
+        );
+        // A pass-through property overrides the flag.
+        let overridden = engine(&[("group.instance.id", "other")], Some("host-1"), 16 << 20);
+        assert_eq!(overridden.instance_id.as_deref(), Some("other"));
+    }
+}

@@ -58,3 +58,37 @@ impl ConsumerContext for BatchContext {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::ClientConfig;
+
+    /// The callbacks only queue; a revocation is queued before the rebalance, an assignment
+    /// after it, and partitions of other topics are left out.
+    #[test]
+    fn the_callbacks_queue_this_topic_s_partitions_in_order() {
+        let context = BatchContext {
+            topic: "candles".into(),
+            events: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<BatchContext> = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "g")
+            .create_with_context(context)
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("candles", 2);
+        tpl.add_partition("other", 3);
+        tpl.add_partition("candles", 5);
+        let ctx = consumer.context();
+        ctx.pre_rebalance(&consumer, &Rebalance::Revoke(&tpl));
+        ctx.post_rebalance(&consumer, &Rebalance::Revoke(&tpl));
+        ctx.post_rebalance(&consumer, &Rebalance::Assign(&tpl));
+        ctx.pre_rebalance(&consumer, &Rebalance::Assign(&tpl));
+        let events = ctx.events.lock().unwrap();
+        let seen: Vec<String> = events.iter().map(|e| format!("{e:?}")).collect();
+        assert_eq!(seen, ["Revoked([2, 5])", "Assigned([2, 5])"]);
+    }
+}

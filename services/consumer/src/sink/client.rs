@@ -85,3 +85,40 @@ impl InfluxSink {
         Url::parse(&self.inner.cfg.url).expect("checked by InfluxSink::new")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sink(token: Option<&str>, username: Option<&str>, password: Option<&str>) -> InfluxSink {
+        let cfg = InfluxConfig {
+            api: InfluxApi::V1,
+            token: token.map(str::to_owned),
+            username: username.map(str::to_owned),
+            password: password.map(str::to_owned),
+            ..InfluxConfig::default()
+        };
+        InfluxSink::new(cfg, ConsumerMetrics::new()).unwrap()
+    }
+
+    fn authorization(sink: &InfluxSink) -> Option<String> {
+        let req = sink.authorize(sink.inner.client.get("http://influx/write"));
+        let req = req.build().unwrap();
+        let header = req.headers().get(reqwest::header::AUTHORIZATION)?;
+        Some(header.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn a_token_wins_over_basic_auth_and_nothing_is_sent_without_either() {
+        let both = sink(Some("t0k"), Some("u"), Some("p"));
+        assert_eq!(authorization(&both).as_deref(), Some("Token t0k"));
+        // "u:p" in base64: credentials in a header, never in the URL's query.
+        let basic = sink(None, Some("u"), Some("p"));
+        assert_eq!(authorization(&basic).as_deref(), Some("Basic dTpw"));
+        assert_eq!(
+            basic.inner.write_url.query(),
+            Some("db=crypto&precision=ms")
+        );
+        assert_eq!(authorization(&sink(None, None, None)), None);
+    }
+}
