@@ -24,7 +24,7 @@ use crate::source::input::{self, Input, Listing};
 use crate::source::merge::Merge;
 use crate::source::pacing::Pacer;
 use crate::source::parquet::Window;
-use crate::source::timeline::{Continuation, ReplayTail, Resume};
+use crate::source::timeline::{Continuation, Resume};
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::time::fmt_ms;
@@ -38,6 +38,7 @@ use thiserror::Error;
 
 pub use crate::source::klines::{BadLine, KlineError};
 pub use crate::source::pacing::Speed;
+pub use crate::source::timeline::ReplayTail;
 pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
 
 /// How often a progress line is logged while candles flow.
