@@ -109,7 +109,9 @@ impl Topic {
     fn by_symbol(&self) -> BTreeMap<String, Vec<(Candle, i64)>> {
         let mut out: BTreeMap<String, Vec<(Candle, i64)>> = BTreeMap::new();
         for (c, s) in &self.sent {
-            out.entry(c.symbol.clone()).or_default().push((c.clone(), *s));
+            out.entry(c.symbol.clone())
+                .or_default()
+                .push((c.clone(), *s));
         }
         out
     }
@@ -154,13 +156,16 @@ fn three_restarts_mid_replay_keep_one_shift_and_send_every_candle_once() {
     let mut topic = Topic::default();
     let mut source = ReplaySource::open(opts.clone()).unwrap();
     source.continue_from_topic(&HashMap::new(), clock.now_ms()); // an empty topic
-    // Stops inside the backfill (sent at speed), then in the real-time part.
+                                                                 // Stops inside the backfill (sent at speed), then in the real-time part.
     for (limit, down) in [(61, 7_000), (80, 45_000), (100, 10 * M)] {
         assert_eq!(topic.run(&mut source, &clock, limit), ReplayEnd::Stopped);
         clock.advance(down); // the producer is down
         source = new_process(&opts, &topic, &clock);
     }
-    assert_eq!(topic.run(&mut source, &clock, usize::MAX), ReplayEnd::Finished);
+    assert_eq!(
+        topic.run(&mut source, &clock, usize::MAX),
+        ReplayEnd::Finished
+    );
     assert_one_timeline(&topic, &all);
 }
 
@@ -183,9 +188,15 @@ fn a_restart_after_a_loop_keeps_the_grown_shift() {
             "{symbol}: stamps only increase across loops and the restart"
         );
         let shifts: Vec<i64> = sent.iter().map(|(_, s)| *s).collect();
-        assert!(shifts.windows(2).all(|w| w[0] <= w[1]), "{symbol}: the shift only grows");
+        assert!(
+            shifts.windows(2).all(|w| w[0] <= w[1]),
+            "{symbol}: the shift only grows"
+        );
         assert_eq!(
-            shifts.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            shifts
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             3,
             "{symbol}: three passes, three shifts (the restart kept the second)"
         );
@@ -228,7 +239,11 @@ fn a_symbol_new_to_the_topic_starts_one_backfill_back_and_start_over_follows_the
         .iter()
         .find(|(c, _)| c.symbol == "BTC-USDT")
         .unwrap();
-    assert_eq!(btc_next.1, btc_tail.shift.unwrap(), "BTC-USDT keeps its shift");
+    assert_eq!(
+        btc_next.1,
+        btc_tail.shift.unwrap(),
+        "BTC-USDT keeps its shift"
+    );
 
     // Start over (`--replay-on-switch restart` before the tail was read): the dataset's
     // first candle, stamped right after the newest candle on the topic.

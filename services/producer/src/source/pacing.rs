@@ -345,7 +345,11 @@ mod tests {
         p.begin(NOW, T0);
         assert_eq!(p.slot(T0).stamp, present - 10 * M);
         p.begin(NOW + M, T0 + M);
-        assert_eq!(p.slot(T0 + M).stamp, present - 9 * M, "the floor is used once");
+        assert_eq!(
+            p.slot(T0 + M).stamp,
+            present - 9 * M,
+            "the floor is used once"
+        );
         // A floor behind the timeline changes nothing.
         p.set_floor(present - 20 * M);
         p.begin(NOW + M, T0 + 2 * M);

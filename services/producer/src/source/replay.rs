@@ -38,8 +38,8 @@ use thiserror::Error;
 
 pub use crate::source::klines::{BadLine, KlineError};
 pub use crate::source::pacing::Speed;
-pub use crate::source::timeline::ReplayTail;
 pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
+pub use crate::source::timeline::ReplayTail;
 
 /// How often a progress line is logged while candles flow.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -422,9 +422,12 @@ impl ReplaySource {
                 self.pacer.begin(clock.now_ms(), candle.open_time);
                 anchored = true;
                 if self.topic.skipped > 0 {
-                    tracing::info!(skipped = self.topic.skipped,
+                    tracing::info!(
+                        skipped = self.topic.skipped,
                         "replay: skipped {} candles the topic already holds; continuing at {}",
-                        self.topic.skipped, fmt_ms(candle.open_time));
+                        self.topic.skipped,
+                        fmt_ms(candle.open_time)
+                    );
                     self.topic.skipped = 0;
                 }
             }

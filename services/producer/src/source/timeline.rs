@@ -191,7 +191,10 @@ pub fn read_tails(
             Err(e) => {
                 attempt += 1;
                 let wait_ms = 1_000 * 2i64.pow(attempt.min(5));
-                tracing::warn!("replay: reading the topic's tail failed ({e:#}); retrying in {} s", wait_ms / 1_000);
+                tracing::warn!(
+                    "replay: reading the topic's tail failed ({e:#}); retrying in {} s",
+                    wait_ms / 1_000
+                );
                 SystemClock.sleep_until_ms(SystemClock.now_ms() + wait_ms, stop);
             }
         }
@@ -275,7 +278,10 @@ mod tests {
 
     #[test]
     fn start_over_and_shiftless_tails_begin_after_the_newest_tail() {
-        let t = tails(&[("BTC-USDT", NOW - 5 * M, Some(7)), ("ETH-USDT", NOW - 9 * M, None)]);
+        let t = tails(&[
+            ("BTC-USDT", NOW - 5 * M, Some(7)),
+            ("ETH-USDT", NOW - 9 * M, None),
+        ]);
         let plan = Resume::plan(&t, Continuation::StartOver, true, DAY, NOW);
         assert_eq!((plan.shift, plan.floor), (None, Some(NOW - 4 * M)));
         assert!(!plan.skips("BTC-USDT", T0));
@@ -290,7 +296,10 @@ mod tests {
         let plan = Resume::plan(&t, Continuation::Continue, false, DAY, NOW);
         assert!(plan.skips("BTC-USDT", T0 + 10 * M));
         assert!(!plan.skips("BTC-USDT", T0 + 11 * M));
-        assert!(!plan.skips("ETH-USDT", T0), "a new symbol starts at the beginning");
+        assert!(
+            !plan.skips("ETH-USDT", T0),
+            "a new symbol starts at the beginning"
+        );
         let plan = Resume::plan(&t, Continuation::StartOver, false, DAY, NOW);
         assert!(!plan.skips("BTC-USDT", T0));
     }
