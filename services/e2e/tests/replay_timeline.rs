@@ -81,15 +81,19 @@ fn producer(run: &ConsumerRun, dir: &Path, extra: &[&str]) -> ServiceProcess {
 
 /// Candles of `source` this producer process saw acknowledged.
 fn acked(p: &ServiceProcess, source: &str) -> f64 {
-    let prefix = format!("candlepipe_producer_candles_sent_total{{source=\"{source}\"}} ");
-    p.metrics_text()
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    p.metric(&format!(
+        "candlepipe_producer_candles_sent_total{{source=\"{source}\"}}"
+    ))
 }
 
-/// Waits until the consumer committed every message on the topic, then returns them.
-fn consumed_topic(run: &ConsumerRun, consumer: &mut ServiceProcess) -> Vec<TopicRecord> {
+/// Waits until the consumer committed every message on the topic, asserts it dropped
+/// none as late and that the replay streams on the topic and in InfluxDB are one timeline
+/// each; returns the topic's records and each symbol's shift.
+fn assert_consumed_as_one_timeline(
+    influx: &Influxd,
+    run: &ConsumerRun,
+    consumer: &mut ServiceProcess,
+) -> (Vec<TopicRecord>, BTreeMap<String, i64>) {
     let records = read_topic(&run.brokers, &run.topic);
     wait_until(
         PIPELINE_TIMEOUT,
@@ -99,7 +103,16 @@ fn consumed_topic(run: &ConsumerRun, consumer: &mut ServiceProcess) -> Vec<Topic
             run.committed() == records.len() as i64
         },
     );
-    records
+    assert_eq!(
+        consumer.metric("candlepipe_consumer_late_dropped_total"),
+        0.0,
+        "nothing dropped as late:\n{}",
+        consumer.log()
+    );
+    let dataset = dataset_candles();
+    let shifts = assert_one_timeline_on_topic(&records, &dataset);
+    assert_one_timeline_in_influx(influx, &run.db, &dataset, &shifts);
+    (records, shifts)
 }
 
 /// The replay stream on the topic: per symbol, (candle, shift header) in partition order.
@@ -231,21 +244,12 @@ fn three_producer_restarts_mid_replay_keep_one_timeline_and_drop_nothing() {
     });
     p.stop_cleanly();
 
-    let records = consumed_topic(&run, &mut consumer);
-    assert_eq!(
-        consumer.metric("candlepipe_consumer_late_dropped_total"),
-        0.0,
-        "nothing dropped as late:\n{}",
-        consumer.log()
-    );
+    let (records, shifts) = assert_consumed_as_one_timeline(influx, &run, &mut consumer);
     assert!(
         p.full_log().contains("continuing the topic's timeline"),
         "the last process says what it continued:\n{}",
         p.log()
     );
-    let dataset = dataset_candles();
-    let shifts = assert_one_timeline_on_topic(&records, &dataset);
-    assert_one_timeline_in_influx(influx, &run.db, &dataset, &shifts);
     consumer.stop_cleanly();
     eprintln!(
         "{} replay candles over {RESTARTS} restarts, shifts {shifts:?}",
@@ -283,18 +287,12 @@ fn live_to_replay_to_live_after_a_restart_keeps_each_stream_on_its_timeline() {
     let live_rows = read_candles(&testdata(&format!("real-ohlcv/{LIVE_SYMBOL}.parquet")));
     let fake = YahooFake::start(now - 30 * M + 10_000);
     fake.serve(LIVE_SYMBOL, &rebased(&live_rows[..300], now - 200 * M));
-    let live_flags = [
-        "--mode",
-        "live",
-        "--live-symbols",
-        LIVE_SYMBOL,
-        "--yahoo-base-url",
-        fake.base_url(),
-        "--poll-interval",
-        "200ms",
-        "--live-backfill",
-        "6h",
-    ];
+    let live = format!(
+        "--mode live --live-symbols {LIVE_SYMBOL} --poll-interval 200ms --live-backfill 6h \
+         --yahoo-base-url {}",
+        fake.base_url()
+    );
+    let live_flags: Vec<&str> = live.split_whitespace().collect();
     let live_closed = |records: &[TopicRecord]| -> Vec<i64> {
         records
             .iter()
@@ -320,8 +318,8 @@ fn live_to_replay_to_live_after_a_restart_keeps_each_stream_on_its_timeline() {
         p.assert_running();
         acked(&p, "replay") >= 100.0
     });
-    fake.advance(3 * M); // live minutes pass meanwhile
-                         // Replay → live: live catches up after its own newest candle.
+    // Live minutes pass meanwhile. Replay → live: live catches up after its newest candle.
+    fake.advance(3 * M);
     switch(&p, "live");
     wait_until(PIPELINE_TIMEOUT, "live to catch up", || {
         p.assert_running();
@@ -329,16 +327,7 @@ fn live_to_replay_to_live_after_a_restart_keeps_each_stream_on_its_timeline() {
     });
     p.stop_cleanly();
 
-    let records = consumed_topic(&run, &mut consumer);
-    assert_eq!(
-        consumer.metric("candlepipe_consumer_late_dropped_total"),
-        0.0,
-        "nothing dropped as late:\n{}",
-        consumer.log()
-    );
-    let dataset = dataset_candles();
-    let shifts = assert_one_timeline_on_topic(&records, &dataset);
-    assert_one_timeline_in_influx(influx, &run.db, &dataset, &shifts);
+    let (records, _) = assert_consumed_as_one_timeline(influx, &run, &mut consumer);
     assert_eq!(
         live_closed(&records),
         fake_closed(),
