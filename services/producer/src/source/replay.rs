@@ -424,7 +424,7 @@ impl ReplaySource {
                 if self.topic.skipped > 0 {
                     tracing::info!(
                         skipped = self.topic.skipped,
-                        "replay: skipped {} candles the topic already holds; continuing at {}",
+                        "replay: skipped {} candles the topic already holds; continuing at the dataset candle of {}",
                         self.topic.skipped,
                         fmt_ms(candle.open_time)
                     );

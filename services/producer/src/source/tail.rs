@@ -9,7 +9,9 @@
 //! the symbol's partition. Each partition is read backwards in chunks (last 5,000
 //! messages, then the 5,000 before, …) until every symbol has been found, the partition's
 //! start is reached, or the chunk was written before `not_before` (nothing older could be
-//! used anyway). Messages are filtered by key before decoding, so the other source's
+//! used anyway). The partitions the symbols hash to (Java's murmur2 placement, which the
+//! sink asks librdkafka for) are read first, so the others are read only for a symbol not
+//! found there: one never published, or moved by added partitions. Messages are filtered by key before decoding, so the other source's
 //! traffic in the same partitions costs little.
 //!
 //! The newest chunk is read until the partition's end as the fetches report it, not just up
@@ -90,6 +92,12 @@ pub(crate) fn newest_per_symbol<T: Ord>(
     let wanted: HashSet<&str> = symbols.iter().map(String::as_str).collect();
     let mut partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     partitions.sort_unstable();
+    // The partitions the symbols hash to first: usually every symbol is found there, and
+    // the others (other keys only, or a symbol's older messages from before partitions were
+    // added) are never read.
+    let count = partitions.len() as i32;
+    let homes: HashSet<i32> = wanted.iter().map(|s| java_partition(s, count)).collect();
+    partitions.sort_by_key(|p| !homes.contains(p));
     for p in partitions {
         if out.newest.len() == wanted.len() {
             break;
@@ -146,6 +154,32 @@ pub(crate) fn newest_per_symbol<T: Ord>(
         }
     }
     Ok(out)
+}
+
+/// The partition (of `count`) Kafka's Java producer, and librdkafka's `murmur2_random`
+/// partitioner the sink uses, gives `key`: murmur2 of its bytes, made positive, modulo the
+/// partition count.
+fn java_partition(key: &str, count: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let data = key.as_bytes();
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % count.max(1) as u32) as i32
 }
 
 /// Where a chunk read stops.
@@ -207,4 +241,21 @@ fn read_range(
     }
     consumer.unassign()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The placements the README states for the bundled symbols on 6 partitions, which
+    /// `tests/replay_kafka.rs` checks against Kafka's own Java partitioner.
+    #[test]
+    fn keys_hash_to_the_partitions_javas_producer_picks() {
+        let got: Vec<i32> = ["BTC-USDT", "BNB-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT"]
+            .iter()
+            .map(|k| java_partition(k, 6))
+            .collect();
+        assert_eq!(got, [2, 3, 5, 5, 5]);
+        assert_eq!(java_partition("BTC-USDT", 1), 0);
+    }
 }
