@@ -255,3 +255,24 @@ fn a_symbol_new_to_the_topic_starts_one_backfill_back_and_start_over_follows_the
     topic.run(&mut source, &clock, 10);
     assert_eq!(topic.sent[before].0.open_time, newest + M);
 }
+
+#[test]
+fn a_finished_no_loop_replay_has_nothing_left_after_a_restart() {
+    let dir = dataset(60);
+    let opts = rebased(dir.path(), Speed::Max, false);
+    let clock = VirtualClock::new(NOW);
+    let mut topic = Topic::default();
+    let mut source = ReplaySource::open(opts.clone()).unwrap();
+    assert_eq!(
+        topic.run(&mut source, &clock, usize::MAX),
+        ReplayEnd::Finished
+    );
+    let sent = topic.sent.len();
+    assert_eq!(sent, dataset_candles(dir.path()).len());
+    let mut source = new_process(&opts, &topic, &clock);
+    assert_eq!(
+        topic.run(&mut source, &clock, usize::MAX),
+        ReplayEnd::Finished
+    );
+    assert_eq!(topic.sent.len(), sent, "nothing sent twice");
+}
