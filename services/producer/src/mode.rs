@@ -5,15 +5,19 @@
 //! boundary (sources only ever emit whole candles), waits until the sink has every candle of
 //! the old source acknowledged by Kafka, then starts the other source and flips the
 //! `candlepipe_producer_mode` gauge. The replay source is kept between runs, so switching
-//! back resumes where it stopped (or restarts, per `--replay-on-switch`).
+//! back resumes where it stopped (or restarts, per `--replay-on-switch`). Before the
+//! replay's first run in this process, the topic's tail is read so that it continues the
+//! replay timeline a previous process left there (`source/timeline.rs`).
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::ReplayOnSwitch;
 use crate::metrics::ProducerMetrics;
 use crate::sink::SinkCommand;
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
+use crate::source::timeline;
 use anyhow::{anyhow, Context};
+use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::shutdown::{self, Shutdown};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -86,6 +90,8 @@ pub struct Supervisor {
     replay: Option<ReplaySource>,
     live: Option<LiveSource>,
     on_switch: ReplayOnSwitch,
+    /// Where the replay reads the topic's tail before its first run.
+    kafka: KafkaArgs,
     sink: mpsc::Sender<SinkCommand>,
     metrics: ProducerMetrics,
     requests: mpsc::Receiver<SwitchRequest>,
@@ -99,6 +105,7 @@ impl Supervisor {
         replay: Option<ReplaySource>,
         live: Option<LiveSource>,
         on_switch: ReplayOnSwitch,
+        kafka: KafkaArgs,
         sink: mpsc::Sender<SinkCommand>,
         metrics: ProducerMetrics,
     ) -> (Supervisor, ModeControl) {
@@ -109,6 +116,7 @@ impl Supervisor {
                 replay,
                 live,
                 on_switch,
+                kafka,
                 sink,
                 metrics,
                 requests: req_rx,
@@ -192,11 +200,24 @@ impl Supervisor {
                 })?;
                 let sink = self.sink.clone();
                 let metrics = self.metrics.clone();
+                let kafka = self.kafka.clone();
                 Running::Replay(tokio::task::spawn_blocking(move || {
+                    if source.wants_topic_tail() {
+                        let symbols = source.symbols();
+                        match timeline::read_tails(&kafka, &symbols, &stop) {
+                            Some(found) => {
+                                source.continue_from_topic(&found.newest, SystemClock.now_ms())
+                            }
+                            None => return (source, Ok(ReplayEnd::Stopped)),
+                        }
+                    }
                     let stats = source.stats();
-                    let mut emit = |c| sink.blocking_send(SinkCommand::Candle(c)).is_ok();
+                    let mut emit = |candle, shift_ms| {
+                        sink.blocking_send(SinkCommand::Replayed { candle, shift_ms })
+                            .is_ok()
+                    };
                     let result = source
-                        .run(&SystemClock, &stop, &mut emit)
+                        .run_shifted(&SystemClock, &stop, &mut emit)
                         .context("replaying the dataset");
                     metrics.replay_progress.set(stats.percent_done() / 100.0);
                     (source, result)

@@ -10,6 +10,10 @@
 //!   `regular` (only regular files are opened); only
 //!   `replay` and `cache` (its counts and errors) are public.
 //! * [`live`]: the Yahoo Finance chart API.
+//!
+//! Both continue after a restart from what the topic already holds: `tail` reads the
+//! newest message of each symbol back from the topic; live resumes after its newest closed
+//! candle, and `timeline` decides where a replay continues and with which time shift.
 
 pub mod cache;
 pub(crate) mod input;
@@ -20,3 +24,5 @@ pub(crate) mod pacing;
 pub(crate) mod parquet;
 pub(crate) mod regular;
 pub mod replay;
+pub(crate) mod tail;
+pub(crate) mod timeline;
