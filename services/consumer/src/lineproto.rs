@@ -31,9 +31,10 @@
 //! Encoding is the largest share of the consumer's CPU per candle (about 2.3 lines of 10 to
 //! 12 floats each, ~780 bytes), and formatting the floats is most of that, so the rest is
 //! kept thin: constant names copied without a scan, the symbol checked with one table lookup
-//! per byte, fields written straight into the output, `bb_mid`'s text copied from `sma_20`
-//! (the same value by definition), and the batch's text buffer reserved once at its
-//! expected size.
+//! per byte, each line written into a slice with room for the longest line (no capacity
+//! check or `memcpy` call per piece, see `encode_into`), `bb_mid`'s text copied from
+//! `sma_20` (the same value by definition), and the batch's text buffer reserved once at
+//! its expected size.
 //!
 //! [`parse_line`] is a small, separate parser of the same grammar (InfluxDB 1.x semantics),
 //! written from the spec rather than from the encoder, so that tests and the fuzz target can
@@ -67,17 +68,41 @@ pub struct EncodeError {
 /// by line protocol without changing its meaning.
 pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
     let start = out.len();
-    let result = match point {
-        Point::Candle(c) => encode_candle(c, out),
-        Point::Indicator(i) => encode_indicator(i, out),
-    };
-    match result {
-        Ok(true) => Ok(true),
-        other => {
-            out.truncate(start);
-            other
-        }
+    out.resize(start + max_line_bytes(point), 0);
+    let written = encode_into(point, &mut out[start..]);
+    out.truncate(start + *written.as_ref().unwrap_or(&0));
+    written.map(|len| len > 0)
+}
+
+/// Writes `point`'s line at the start of `buf`, which has room for [`max_line_bytes`], and
+/// returns its length: 0 when the point has no field to write. What it leaves in `buf`
+/// after an error or past the line is garbage, for the caller to drop.
+///
+/// Lines are written into a slice the caller made long enough, not appended to a `Vec`:
+/// a line is ~25 pieces (names, floats, separators), and appending each one to a `Vec`
+/// costs a capacity check per piece and a call to `memcpy` per piece of varying length.
+/// In a slice the constant names become a few stores and a float's text two fixed-size
+/// copies ([`copy_short`]). [`EncodedPoints::refill`] reuses one line's room for a whole
+/// batch, so the zero-filling a safe slice needs happens once per batch.
+fn encode_into(point: &Point, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    match point {
+        Point::Candle(c) => encode_candle(c, buf),
+        Point::Indicator(i) => encode_indicator(i, buf),
     }
+}
+
+/// Room for every tag of a line except the symbol's value: the longest is
+/// `indicator,interval=15m,source=replay,symbol=` (44 bytes; a test checks the bound).
+const MAX_TAGS_BYTES: usize = 64;
+
+/// The most bytes `point`'s line can take: the tags, the symbol with every byte escaped,
+/// and the longest fields.
+fn max_line_bytes(point: &Point) -> usize {
+    let symbol = match point {
+        Point::Candle(c) => c.symbol.len(),
+        Point::Indicator(i) => i.symbol.len(),
+    };
+    MAX_TAGS_BYTES + 2 * symbol + MAX_FIELDS_BYTES
 }
 
 /// The line protocol text of many points, with where each line came from.
@@ -134,15 +159,26 @@ impl EncodedPoints {
         self.empty = 0;
         self.text.reserve(points.len() * TYPICAL_LINE_BYTES);
         self.lines.reserve(points.len());
+        // Each line is written into `line` (zero-filled once per batch, see `encode_into`)
+        // and appended from there in one copy: zero-filling room in `text` instead measured
+        // slower, as that touches the whole batch's memory twice.
+        let mut line = Vec::new();
         for (i, p) in points.iter().enumerate() {
-            let start = self.text.len();
-            match encode(p, &mut self.text) {
-                Ok(true) => self.lines.push(EncodedLine {
-                    point: i,
-                    measurement: p.measurement(),
-                    span: start..self.text.len(),
-                }),
-                Ok(false) => self.empty += 1,
+            let room = max_line_bytes(p);
+            if line.len() < room {
+                line.resize(room, 0);
+            }
+            match encode_into(p, &mut line) {
+                Ok(0) => self.empty += 1,
+                Ok(len) => {
+                    let start = self.text.len();
+                    self.text.extend_from_slice(&line[..len]);
+                    self.lines.push(EncodedLine {
+                        point: i,
+                        measurement: p.measurement(),
+                        span: start..start + len,
+                    });
+                }
                 Err(e) => self.unencodable.push((i, e)),
             }
         }
@@ -173,15 +209,23 @@ const INDICATOR_PREFIX: &[u8] = b"indicator,interval=";
 const SOURCE_TAG: &[u8] = b",source=";
 const SYMBOL_TAG: &[u8] = b",symbol=";
 
-fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+/// Copies `bytes` to `buf` at `*len` and moves `*len` past them.
+#[inline(always)]
+fn put(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    buf[*len..*len + bytes.len()].copy_from_slice(bytes);
+    *len += bytes.len();
+}
+
+fn encode_candle(c: &CandlePoint, buf: &mut [u8]) -> Result<usize, EncodeError> {
     // Tags sorted by key: interval, source, symbol.
-    out.extend_from_slice(CANDLE_PREFIX);
-    out.extend_from_slice(c.interval.as_str().as_bytes());
-    out.extend_from_slice(SOURCE_TAG);
-    out.extend_from_slice(c.source.as_str().as_bytes());
-    out.extend_from_slice(SYMBOL_TAG);
-    write_tag_value(out, "symbol", &c.symbol)?;
-    let mut fields = FieldWriter::begin(out);
+    let mut len = 0;
+    put(buf, &mut len, CANDLE_PREFIX);
+    len += copy_short(&mut buf[len..], c.interval.as_str().as_bytes());
+    put(buf, &mut len, SOURCE_TAG);
+    len += copy_short(&mut buf[len..], c.source.as_str().as_bytes());
+    put(buf, &mut len, SYMBOL_TAG);
+    len += write_tag_value(&mut buf[len..], "symbol", &c.symbol)?;
+    let mut fields = FieldWriter::begin(buf, len);
     fields.float(b"open=", c.open);
     fields.float(b"high=", c.high);
     fields.float(b"low=", c.low);
@@ -197,17 +241,18 @@ fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError
     Ok(fields.finish(c.time))
 }
 
-fn encode_indicator(p: &IndicatorPoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
-    out.extend_from_slice(INDICATOR_PREFIX);
-    out.extend_from_slice(p.interval.as_str().as_bytes());
+fn encode_indicator(p: &IndicatorPoint, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut len = 0;
+    put(buf, &mut len, INDICATOR_PREFIX);
+    len += copy_short(&mut buf[len..], p.interval.as_str().as_bytes());
     if let Some(source) = p.source {
-        out.extend_from_slice(SOURCE_TAG);
-        out.extend_from_slice(source.as_str().as_bytes());
+        put(buf, &mut len, SOURCE_TAG);
+        len += copy_short(&mut buf[len..], source.as_str().as_bytes());
     }
-    out.extend_from_slice(SYMBOL_TAG);
-    write_tag_value(out, "symbol", &p.symbol)?;
+    put(buf, &mut len, SYMBOL_TAG);
+    len += write_tag_value(&mut buf[len..], "symbol", &p.symbol)?;
     // Schema order, as IndicatorPoint::fields lists them.
-    let mut fields = FieldWriter::begin(out);
+    let mut fields = FieldWriter::begin(buf, len);
     let sma_20 = p.sma_20.and_then(|v| fields.float(b"sma_20=", v));
     fields.opt_float(b"ema_12=", p.ema_12);
     fields.opt_float(b"ema_26=", p.ema_26);
@@ -234,33 +279,41 @@ type WrittenFloat = (u64, Range<usize>);
 /// timestamp and the newline.
 const MAX_FIELDS_BYTES: usize = 12 * (1 + 16 + 24) + 1 + 20 + 1;
 
-/// Writes the fields and the timestamp of one line, after its tags, straight into the
-/// output (reserved once per line, so no push reallocates mid-line).
+/// Writes the fields and the timestamp of one line, after its tags, into the line's room
+/// (see [`encode_into`]).
 ///
 /// Every field is written with a leading `,` and [`FieldWriter::finish`] turns the first
 /// one into the space between tags and fields, so leaving out a non-finite field needs no
 /// bookkeeping. Keys are passed with their `=` (`b"open="`), constants that need no escaping.
 struct FieldWriter<'a> {
-    out: &'a mut Vec<u8>,
+    buf: &'a mut [u8],
     /// Where the first field's separator is (or would be).
     start: usize,
+    len: usize,
     floats: zmij::Buffer,
 }
 
 impl<'a> FieldWriter<'a> {
-    fn begin(out: &'a mut Vec<u8>) -> Self {
-        out.reserve(MAX_FIELDS_BYTES);
-        let start = out.len();
+    /// Fields written into `buf` from `start` on, which leaves room for [`MAX_FIELDS_BYTES`].
+    fn begin(buf: &'a mut [u8], start: usize) -> Self {
         FieldWriter {
-            out,
+            buf,
             start,
+            len: start,
             floats: zmij::Buffer::new(),
         }
     }
 
+    /// Appends `bytes`; with a constant key inlined, a few stores.
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        put(self.buf, &mut self.len, bytes);
+    }
+
+    /// Appends a short text of varying length (an integer); see [`copy_short`].
+    #[inline(always)]
+    fn put_short(&mut self, bytes: &[u8]) {
+        self.len += copy_short(&mut self.buf[self.len..], bytes);
     }
 
     /// A float field; a non-finite value is left out. Returns what was written, for
@@ -272,30 +325,22 @@ impl<'a> FieldWriter<'a> {
         }
         self.put(b",");
         self.put(key);
-        let start = self.out.len();
+        let start = self.len;
         let text = self.floats.format_finite(value).as_bytes();
+        self.len += copy_short(&mut self.buf[start..], text);
         // zmij spells a positive exponent `1e+16`, ryu `1e16`: both are valid line
         // protocol, but the `+` is dropped so the text stays what it was with ryu (stored
         // corpora and fixtures keep matching; a test compares the two). Both use an
         // exponent only from 1e16 up (or below 1e-5, `e-`), and it has at most 3 digits,
         // so a `+` can only be among the last 4 bytes of such a value.
-        let plus = if value.abs() >= 1e16 {
-            let tail = text.len() - 4;
-            text[tail..]
-                .iter()
-                .position(|&b| b == b'+')
-                .map(|i| tail + i)
-        } else {
-            None
-        };
-        match plus {
-            None => self.out.extend_from_slice(text),
-            Some(i) => {
-                self.out.extend_from_slice(&text[..i]);
-                self.out.extend_from_slice(&text[i + 1..]);
+        if value.abs() >= 1e16 {
+            let tail = self.len - 4;
+            if let Some(i) = self.buf[tail..self.len].iter().position(|&b| b == b'+') {
+                self.buf.copy_within(tail + i + 1..self.len, tail + i);
+                self.len -= 1;
             }
         }
-        Some((value.to_bits(), start..self.out.len()))
+        Some((value.to_bits(), start..self.len))
     }
 
     #[inline(always)]
@@ -313,7 +358,9 @@ impl<'a> FieldWriter<'a> {
             Some((bits, span)) if bits == value.to_bits() => {
                 self.put(b",");
                 self.put(key);
-                self.out.extend_from_within(span);
+                let at = self.len;
+                self.len += span.len();
+                self.buf.copy_within(span, at);
             }
             _ => {
                 self.float(key, value);
@@ -333,23 +380,48 @@ impl<'a> FieldWriter<'a> {
         self.put(b",");
         self.put(key.as_bytes());
         self.put(b"=");
-        self.put(itoa::Buffer::new().format(value).as_bytes());
+        self.put_short(itoa::Buffer::new().format(value).as_bytes());
         self.put(b"i");
         Ok(())
     }
 
-    /// Ends the line with the timestamp; false when no field was written (nothing was
-    /// appended; the caller drops the tags written so far).
-    fn finish(mut self, time_ms: i64) -> bool {
-        if self.out.len() == self.start {
-            return false;
+    /// Ends the line with the timestamp; returns the line's length, or 0 when no field was
+    /// written (the caller drops the tags written so far).
+    fn finish(mut self, time_ms: i64) -> usize {
+        if self.len == self.start {
+            return 0;
         }
-        self.out[self.start] = b' ';
+        self.buf[self.start] = b' ';
         self.put(b" ");
-        self.put(itoa::Buffer::new().format(time_ms).as_bytes());
+        self.put_short(itoa::Buffer::new().format(time_ms).as_bytes());
         self.put(b"\n");
-        true
+        self.len
     }
+}
+
+/// Copies `bytes` to the start of `dst` and returns its length. Up to 24 bytes (a float's
+/// or an integer's text) are two fixed-size copies that overlap in the middle, which the
+/// compiler turns into a few loads and stores instead of a call to `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    let dst = &mut dst[..n];
+    match n {
+        16..=24 => {
+            dst[..16].copy_from_slice(&bytes[..16]);
+            dst[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        }
+        8..=15 => {
+            dst[..8].copy_from_slice(&bytes[..8]);
+            dst[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&bytes[..4]);
+            dst[n - 4..].copy_from_slice(&bytes[n - 4..]);
+        }
+        _ => dst.copy_from_slice(bytes),
+    }
+    n
 }
 
 /// Whether a byte can be copied into any name as it is: not a control character, not a
@@ -365,14 +437,15 @@ const PLAIN: [bool; 256] = {
     plain
 };
 
-/// Writes the value of tag `key`, escaping [`TAG_VALUE_SPECIALS`], or refuses it.
-fn write_tag_value(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), EncodeError> {
+/// Writes the value of tag `key` at the start of `dst` (room for twice its length),
+/// escaping [`TAG_VALUE_SPECIALS`], and returns how many bytes it took; or refuses it.
+fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, EncodeError> {
     let specials = TAG_VALUE_SPECIALS;
     let bytes = value.as_bytes();
     // The common case (every symbol that passed validation): nothing to escape or refuse.
     if !bytes.is_empty() && bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
-        out.extend_from_slice(bytes);
-        return Ok(());
+        dst[..bytes.len()].copy_from_slice(bytes);
+        return Ok(bytes.len());
     }
     let refuse = |reason| {
         Err(EncodeError {
@@ -401,16 +474,19 @@ fn write_tag_value(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), Enco
         plain &= !specials.contains(&b);
     }
     if plain {
-        out.extend_from_slice(bytes);
-    } else {
-        for &b in bytes {
-            if specials.contains(&b) {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
+        dst[..bytes.len()].copy_from_slice(bytes);
+        return Ok(bytes.len());
     }
-    Ok(())
+    let mut len = 0;
+    for &b in bytes {
+        if specials.contains(&b) {
+            dst[len] = b'\\';
+            len += 1;
+        }
+        dst[len] = b;
+        len += 1;
+    }
+    Ok(len)
 }
 
 #[cfg(test)]
@@ -703,13 +779,13 @@ mod tests {
         fn floats_are_spelled_as_ryu_spells_them(bits in any::<u64>(), small in -1e30f64..1e30) {
             for v in [f64::from_bits(bits), small, small * 1e-20, small.round()] {
                 if v.is_finite() {
-                    let mut out = Vec::new();
-                    let mut fields = FieldWriter::begin(&mut out);
+                    let mut out = [0; MAX_FIELDS_BYTES];
+                    let mut fields = FieldWriter::begin(&mut out, 0);
                     fields.float(b"f=", v);
-                    fields.finish(0);
+                    let len = fields.finish(0);
                     let mut ryu = ryu::Buffer::new();
                     let want = format!(" f={} 0\n", ryu.format_finite(v));
-                    prop_assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+                    prop_assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), want);
                 }
             }
         }
@@ -749,6 +825,76 @@ mod tests {
                     prop_assert_eq!(parsed, want);
                 }
             }
+        }
+    }
+
+    /// The room `encode_into` is given is enough for the longest line there can be: every
+    /// tag spelling, a symbol whose every byte is escaped, and every field at the longest
+    /// float text (24 bytes) and the longest timestamp.
+    #[test]
+    fn the_longest_line_fits_its_room() {
+        for interval in Interval::ALL {
+            for source in [Source::Replay, Source::Live] {
+                for prefix in [CANDLE_PREFIX, INDICATOR_PREFIX] {
+                    let tags = prefix.len()
+                        + interval.as_str().len()
+                        + SOURCE_TAG.len()
+                        + source.as_str().len()
+                        + SYMBOL_TAG.len();
+                    assert!(tags <= MAX_TAGS_BYTES, "{tags} bytes of tags");
+                }
+            }
+        }
+        let longest = -2.2250738585072014e-308; // 24 bytes of text
+        assert_eq!(zmij::Buffer::new().format_finite(longest).len(), 24);
+        let symbol: Arc<str> = Arc::from(",= ".repeat(50).as_str());
+        let indicator = Point::Indicator(IndicatorPoint {
+            symbol: symbol.clone(),
+            source: Some(Source::Replay),
+            interval: Interval::M15,
+            time: i64::MIN,
+            sma_20: Some(longest),
+            ema_12: Some(longest),
+            ema_26: Some(longest),
+            macd: Some(longest),
+            macd_signal: Some(longest),
+            macd_hist: Some(longest),
+            rsi_14: Some(longest),
+            bb_mid: Some(-longest),
+            bb_upper: Some(longest),
+            bb_lower: Some(longest),
+            log_return: Some(longest),
+            volatility_20: Some(longest),
+        });
+        let mut candle = candle(&symbol);
+        candle.interval = Interval::M15;
+        candle.time = i64::MIN;
+        candle.trades = Some(i64::MAX as u64);
+        for v in [
+            &mut candle.open,
+            &mut candle.high,
+            &mut candle.low,
+            &mut candle.close,
+            &mut candle.volume,
+        ] {
+            *v = longest;
+        }
+        for v in [
+            &mut candle.quote_volume,
+            &mut candle.taker_buy_base,
+            &mut candle.taker_buy_quote,
+            &mut candle.vwap,
+        ] {
+            *v = Some(longest);
+        }
+        for point in [indicator, Point::Candle(candle)] {
+            let mut out = Vec::new();
+            assert!(encode(&point, &mut out).unwrap());
+            assert!(out.len() <= max_line_bytes(&point), "{}", out.len());
+            assert_eq!(
+                parse_line(std::str::from_utf8(&out).unwrap().trim_end_matches('\n')).unwrap(),
+                ParsedLine::expected_for(&point)
+            );
         }
     }
 }
