@@ -33,8 +33,9 @@
 //! kept thin: constant names copied without a scan, the symbol checked with one table lookup
 //! per byte, each line written into a slice with room for the longest line (no capacity
 //! check or `memcpy` call per piece, see `encode_into`), `bb_mid`'s text copied from
-//! `sma_20` (the same value by definition), and the batch's text buffer reserved once at
-//! its expected size.
+//! `sma_20` (the same value by definition), a candle price written a few lines earlier
+//! copied from the batch's memo rather than formatted again (`FloatMemo`), and the batch's
+//! text buffer reserved once at its expected size.
 //!
 //! [`parse_line`] is a small, separate parser of the same grammar (InfluxDB 1.x semantics),
 //! written from the spec rather than from the encoder, so that tests and the fuzz target can
@@ -69,7 +70,7 @@ pub struct EncodeError {
 pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
     let start = out.len();
     out.resize(start + max_line_bytes(point), 0);
-    let written = encode_into(point, &mut out[start..]);
+    let written = encode_into(point, &mut out[start..], &mut FloatMemo::default());
     out.truncate(start + *written.as_ref().unwrap_or(&0));
     written.map(|len| len > 0)
 }
@@ -84,9 +85,11 @@ pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
 /// In a slice the constant names become a few stores and a float's text two fixed-size
 /// copies ([`copy_short`]). [`EncodedPoints::refill`] reuses one line's room for a whole
 /// batch, so the zero-filling a safe slice needs happens once per batch.
-fn encode_into(point: &Point, buf: &mut [u8]) -> Result<usize, EncodeError> {
+///
+/// `memo` remembers the text of recent candle prices (see [`FloatMemo`]).
+fn encode_into(point: &Point, buf: &mut [u8], memo: &mut FloatMemo) -> Result<usize, EncodeError> {
     match point {
-        Point::Candle(c) => encode_candle(c, buf),
+        Point::Candle(c) => encode_candle(c, buf, memo),
         Point::Indicator(i) => encode_indicator(i, buf),
     }
 }
@@ -163,12 +166,13 @@ impl EncodedPoints {
         // and appended from there in one copy: zero-filling room in `text` instead measured
         // slower, as that touches the whole batch's memory twice.
         let mut line = Vec::new();
+        let mut memo = FloatMemo::batch();
         for (i, p) in points.iter().enumerate() {
             let room = max_line_bytes(p);
             if line.len() < room {
                 line.resize(room, 0);
             }
-            match encode_into(p, &mut line) {
+            match encode_into(p, &mut line, &mut memo) {
                 Ok(0) => self.empty += 1,
                 Ok(len) => {
                     let start = self.text.len();
@@ -216,7 +220,11 @@ fn put(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
     *len += bytes.len();
 }
 
-fn encode_candle(c: &CandlePoint, buf: &mut [u8]) -> Result<usize, EncodeError> {
+fn encode_candle(
+    c: &CandlePoint,
+    buf: &mut [u8],
+    memo: &mut FloatMemo,
+) -> Result<usize, EncodeError> {
     // Tags sorted by key: interval, source, symbol.
     let mut len = 0;
     put(buf, &mut len, CANDLE_PREFIX);
@@ -226,10 +234,12 @@ fn encode_candle(c: &CandlePoint, buf: &mut [u8]) -> Result<usize, EncodeError> 
     put(buf, &mut len, SYMBOL_TAG);
     len += write_tag_value(&mut buf[len..], "symbol", &c.symbol)?;
     let mut fields = FieldWriter::begin(buf, len);
-    fields.float(b"open=", c.open);
-    fields.float(b"high=", c.high);
-    fields.float(b"low=", c.low);
-    fields.float(b"close=", c.close);
+    // Prices repeat: a candle usually opens at the previous close, and a window's open,
+    // high, low and close are its candles' values, encoded a few lines earlier.
+    fields.memo_float(b"open=", c.open, memo);
+    fields.memo_float(b"high=", c.high, memo);
+    fields.memo_float(b"low=", c.low, memo);
+    fields.memo_float(b"close=", c.close, memo);
     fields.float(b"volume=", c.volume);
     fields.opt_float(b"quote_volume=", c.quote_volume);
     if let Some(trades) = c.trades {
@@ -343,6 +353,24 @@ impl<'a> FieldWriter<'a> {
         Some((value.to_bits(), start..self.len))
     }
 
+    /// [`FieldWriter::float`], taking the text from `memo` when the same value was written
+    /// recently, and leaving it there otherwise.
+    #[inline(always)]
+    fn memo_float(&mut self, key: &[u8], value: f64, memo: &mut FloatMemo) {
+        let Some(slot) = memo.slot(value.to_bits()) else {
+            self.float(key, value);
+            return;
+        };
+        if slot.bits == value.to_bits() {
+            self.put(b",");
+            self.put(key);
+            self.len += copy_short(&mut self.buf[self.len..], &slot.text[..slot.len]);
+        } else if let Some((bits, span)) = self.float(key, value) {
+            slot.bits = bits;
+            slot.len = copy_short(&mut slot.text, &self.buf[span]);
+        }
+    }
+
     #[inline(always)]
     fn opt_float(&mut self, key: &[u8], value: Option<f64>) {
         if let Some(v) = value {
@@ -396,6 +424,58 @@ impl<'a> FieldWriter<'a> {
         self.put_short(itoa::Buffer::new().format(time_ms).as_bytes());
         self.put(b"\n");
         self.len
+    }
+}
+
+/// log2 of the slots of the [`FloatMemo`] of a batch: 512 slots, 20 KiB, which hold most
+/// prices of the last hour of a symbol's 1m candles (an hour window's open was written ~60
+/// candle lines earlier).
+const MEMO_BITS: u32 = 9;
+
+/// The line protocol text of recently written float values, by their bits: a direct-mapped
+/// cache, so a value's text is the one formatted for the same bits, never another's.
+///
+/// Why: float formatting is the largest cost of encoding, and candle prices repeat. A 1m
+/// candle usually opens at the previous candle's close, and every 5m/15m/1h window's open,
+/// high, low and close are values of its 1m candles, encoded a few lines before it (the
+/// aggregator flushes a window right after its candles). A lookup costs a multiply and a
+/// compare; a hit saves a shortest round-trip formatting. Only candle prices use it:
+/// indicator values are computed and rarely repeat.
+#[derive(Default)]
+struct FloatMemo {
+    /// Empty for a single line ([`encode`]): every lookup misses, nothing is kept.
+    slots: Vec<MemoSlot>,
+}
+
+struct MemoSlot {
+    /// `u64::MAX` (a NaN, never looked up: only finite values are written) when empty.
+    bits: u64,
+    len: usize,
+    text: [u8; 24],
+}
+
+impl FloatMemo {
+    /// A memo for the lines of one batch.
+    fn batch() -> Self {
+        let empty = || MemoSlot {
+            bits: u64::MAX,
+            len: 0,
+            text: [0; 24],
+        };
+        FloatMemo {
+            slots: std::iter::repeat_with(empty).take(1 << MEMO_BITS).collect(),
+        }
+    }
+
+    /// The slot where the text of `bits` is, or would go; `None` without slots.
+    #[inline(always)]
+    fn slot(&mut self, bits: u64) -> Option<&mut MemoSlot> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        // Fibonacci hashing: the top bits of the product depend on every bit of the value.
+        let hash = bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
+        self.slots.get_mut(hash as usize)
     }
 }
 
@@ -895,6 +975,38 @@ mod tests {
                 parse_line(std::str::from_utf8(&out).unwrap().trim_end_matches('\n')).unwrap(),
                 ParsedLine::expected_for(&point)
             );
+        }
+    }
+
+    /// The same lines, `\n`-separated, as encoding each point on its own.
+    fn one_by_one(points: &[Point]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in points {
+            let _ = encode(p, &mut out);
+        }
+        out
+    }
+
+    proptest! {
+        /// A batch's prices come from its float memo or are formatted afresh: the text is
+        /// the same either way, also when values collide in the memo (a few thousand
+        /// distinct values in 512 slots) and for values written as several fields.
+        #[test]
+        fn a_batch_encodes_as_its_points_do_one_by_one(
+            pool in proptest::collection::vec(any_float(), 1..3000),
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..4), 1..600),
+            points in proptest::collection::vec(prop_oneof![any_candle(), any_indicator()], 1..20),
+        ) {
+            let mut batch = points;
+            for chunk in picks.chunks(4) {
+                let mut c = candle("X");
+                for (pick, field) in chunk {
+                    let v = *pick.get(&pool);
+                    *[&mut c.open, &mut c.high, &mut c.low, &mut c.close][*field] = v;
+                }
+                batch.push(Point::Candle(c));
+            }
+            prop_assert_eq!(encode_all(&batch).text, one_by_one(&batch));
         }
     }
 }
