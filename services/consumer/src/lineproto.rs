@@ -421,7 +421,7 @@ impl<'a> FieldWriter<'a> {
         }
         self.buf[self.start] = b' ';
         self.put(b" ");
-        self.put_short(itoa::Buffer::new().format(time_ms).as_bytes());
+        self.len += write_time(&mut self.buf[self.len..], time_ms);
         self.put(b"\n");
         self.len
     }
@@ -477,6 +477,40 @@ impl FloatMemo {
         let hash = bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
         self.slots.get_mut(hash as usize)
     }
+}
+
+/// Writes the timestamp `ms` in decimal at the start of `dst` and returns its length.
+///
+/// Every line ends with one, and they are 13-digit milliseconds (from 2001-09-09 to
+/// 2286-11-20): those are written as 5 + 8 digits, each group in one go ([`eight_digits`]),
+/// at about half the cost of the general integer formatting (`itoa`) that takes the rest.
+#[inline(always)]
+fn write_time(dst: &mut [u8], ms: i64) -> usize {
+    if !(1_000_000_000_000..10_000_000_000_000).contains(&ms) {
+        return copy_short(dst, itoa::Buffer::new().format(ms).as_bytes());
+    }
+    let ms = ms as u64; // positive, checked above
+    let high = eight_digits((ms / 100_000_000) as u32); // 000ddddd
+    dst[..5].copy_from_slice(&high[3..]);
+    dst[5..13].copy_from_slice(&eight_digits((ms % 100_000_000) as u32));
+    13
+}
+
+/// The 8 decimal digits of `x` (below 10^8, zero-padded) as ASCII, computed in the lanes of
+/// one 64-bit word (SWAR): the two 4-digit halves, then four 2-digit pairs, then the eight
+/// digits, each step a multiply and a shift in place of a division per lane.
+#[inline(always)]
+fn eight_digits(x: u32) -> [u8; 8] {
+    let x = u64::from(x);
+    // 32-bit lanes, the first digits in the low lane (the first byte, little-endian)
+    let fours = (x / 10_000) | ((x % 10_000) << 32);
+    // v / 100 for v < 10^4 is v * 10486 >> 20
+    let hundreds = ((fours * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let pairs = hundreds | ((fours - hundreds * 100) << 16);
+    // v / 10 for v < 100 is v * 103 >> 10
+    let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((pairs - tens * 10) << 8);
+    (digits | 0x3030_3030_3030_3030).to_le_bytes()
 }
 
 /// Copies `bytes` to the start of `dst` and returns its length. Up to 24 bytes (a float's
@@ -1007,6 +1041,25 @@ mod tests {
                 batch.push(Point::Candle(c));
             }
             prop_assert_eq!(encode_all(&batch).text, one_by_one(&batch));
+        }
+    }
+
+    proptest! {
+        /// Timestamps are spelled as `itoa` spells them, around the 13-digit fast path's
+        /// edges and anywhere else.
+        #[test]
+        fn timestamps_are_spelled_as_itoa_spells_them(
+            any in any::<i64>(),
+            ms in 999_999_999_000i64..10_000_000_001_000,
+            x in 0u32..100_000_000,
+        ) {
+            for t in [any, ms, i64::MIN, i64::MAX, 0, -1, 999_999_999_999, 1_000_000_000_000,
+                      9_999_999_999_999, 10_000_000_000_000, 1_614_556_800_000] {
+                let mut dst = [0; 20];
+                let len = write_time(&mut dst, t);
+                prop_assert_eq!(std::str::from_utf8(&dst[..len]).unwrap(), t.to_string());
+            }
+            prop_assert_eq!(eight_digits(x).to_vec(), format!("{x:08}").into_bytes());
         }
     }
 }
