@@ -43,9 +43,9 @@ use crate::sink::{EncodedBatch, InfluxSink, SinkError, WriteOutcome};
 use crate::state::{Aggregator, Applied};
 use crate::watch::{Owned, Stalled};
 use anyhow::{bail, Context as _};
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::{codec, time, Candle};
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -726,7 +726,7 @@ impl MicroBatchEngine {
         // collected) holds only its request bodies (gzipped: a sixth of the text, which
         // itself is about as big as the points). The shrink returns the Vec's growth slack
         // while the bodies are built (large blocks are mmapped, see
-        // `candlepipe_model::alloc`: an mremap, not a copy).
+        // `candlepipe_runtime::alloc`: an mremap, not a copy).
         points.shrink_to_fit();
         let encoded = Arc::new(self.sink.encode(&points));
         drop(points);

@@ -14,7 +14,7 @@
 //! being forgotten.
 
 use anyhow::Context;
-use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_runtime::kafka::KafkaArgs;
 use futures::future::try_join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};

@@ -4,7 +4,7 @@
 //! label carries a symbol: with 1,000 symbols per-symbol labels would explode cardinality.
 //! The README's metrics table lists every metric here; a test checks the two agree.
 
-use candlepipe_model::http;
+use candlepipe_runtime::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry,

@@ -36,8 +36,8 @@
 use crate::lineproto::{EncodedLine, EncodedPoints};
 use crate::metrics::ConsumerMetrics;
 use crate::point::Point;
-use candlepipe_model::http_body::{read_capped, text_capped, BodyError};
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::http_body::{read_capped, text_capped, BodyError};
+use candlepipe_runtime::shutdown::Shutdown;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::{StatusCode, Url};
 use std::fmt;
@@ -1049,7 +1049,7 @@ mod tests {
 
     #[tokio::test]
     async fn backoff_grows_to_the_cap_and_wakes_on_shutdown() {
-        let (trigger, mut stop) = candlepipe_model::shutdown::channel();
+        let (trigger, mut stop) = candlepipe_runtime::shutdown::channel();
         let mut backoff = Backoff::new(Duration::from_millis(3));
         for _ in 0..5 {
             backoff.pause(&mut stop).await.unwrap();

@@ -1,8 +1,6 @@
 //! `producer`: wires the sources, the Kafka sink and the HTTP server together.
 
 use anyhow::Context;
-use candlepipe_model::http::{self, Readiness};
-use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use candlepipe_producer::config::ProducerConfig;
 use candlepipe_producer::metrics::ProducerMetrics;
 use candlepipe_producer::mode::{Mode, Supervisor, SupervisorEnd};
@@ -10,6 +8,8 @@ use candlepipe_producer::sink::{KafkaSink, SinkOptions};
 use candlepipe_producer::source::live::{LiveOptions, LiveSource};
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
 use candlepipe_producer::{admin, progress};
+use candlepipe_runtime::http::{self, Readiness};
+use candlepipe_runtime::{alloc, kafka, shutdown, telemetry};
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -14,7 +14,7 @@ use crate::sink::SinkCommand;
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
 use anyhow::{anyhow, Context};
-use candlepipe_model::shutdown::{self, Shutdown};
+use candlepipe_runtime::shutdown::{self, Shutdown};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};

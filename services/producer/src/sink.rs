@@ -20,9 +20,9 @@
 
 use crate::metrics::ProducerMetrics;
 use anyhow::Context;
-use candlepipe_model::errlog::ErrorTally;
-use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, time, Candle};
+use candlepipe_runtime::errlog::ErrorTally;
+use candlepipe_runtime::kafka::KafkaArgs;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};

@@ -17,8 +17,8 @@
 //! live symbols count; in-progress (`closed=false`) messages are superseded anyway.
 
 use anyhow::{bail, Context};
-use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, Source};
+use candlepipe_runtime::kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;

@@ -1,6 +1,6 @@
 //! Test support: the log lines a piece of code writes, captured in memory, so tests can
 //! assert what an operator would read (one line per error kind, a file named, no flood).
-//! Compiled for the model's own tests and, with the `test-support` feature, for other
+//! Compiled for this crate's own tests and, with the `test-support` feature, for other
 //! crates' tests; never part of a binary.
 
 use std::sync::{Arc, Mutex};
