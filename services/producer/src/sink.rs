@@ -115,10 +115,8 @@ impl KafkaSink {
         opts: SinkOptions,
         metrics: ProducerMetrics,
     ) -> anyhow::Result<Self> {
-        let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &opts.compression)
+        let mut cfg = kafka.idempotent_producer_config();
+        cfg.set("compression.type", &opts.compression)
             .set("linger.ms", opts.linger.as_millis().to_string())
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")

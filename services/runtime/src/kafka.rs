@@ -51,6 +51,16 @@ impl KafkaArgs {
         cfg
     }
 
+    /// [`KafkaArgs::client_config`] for a producer that never loses, duplicates or reorders
+    /// a record when librdkafka retries it: idempotence on and `acks=all` (every in-sync
+    /// replica has the record before it counts as sent). Both producers, the candles' and
+    /// the dead letters', start from it and add their role's settings.
+    pub fn idempotent_producer_config(&self) -> ClientConfig {
+        let mut cfg = self.client_config();
+        cfg.set("enable.idempotence", "true").set("acks", "all");
+        cfg
+    }
+
     /// Applies the user's pass-through properties over `cfg`.
     pub fn finish(&self, cfg: &mut ClientConfig) {
         for (k, v) in &self.properties {
@@ -228,6 +238,26 @@ mod tests {
             ["retention.ms=1000", "retention.bytes=5"]
         );
         assert!(finite_retention(&[e("retention.ms", None)]).is_empty());
+    }
+
+    #[test]
+    fn idempotent_producers_wait_for_every_replica_and_pass_through_wins() {
+        let args = KafkaArgs {
+            brokers: "k1:9092,k2:9092".into(),
+            topic: "candles".into(),
+            properties: vec![("acks".into(), "1".into())],
+        };
+        let cfg = args.idempotent_producer_config();
+        assert_eq!(cfg.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
+        assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+        assert_eq!(cfg.get("acks"), Some("all"));
+        let mut cfg = cfg;
+        args.finish(&mut cfg);
+        assert_eq!(
+            cfg.get("acks"),
+            Some("1"),
+            "the user's property is applied last"
+        );
     }
 
     #[test]
