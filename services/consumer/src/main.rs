@@ -8,28 +8,13 @@ use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::sink::InfluxSink;
 use candlepipe_consumer::watch;
 use candlepipe_runtime::http::{self, Readiness};
-use candlepipe_runtime::{alloc, kafka, shutdown, telemetry};
-use clap::Parser;
+use candlepipe_runtime::{entry, kafka, shutdown, telemetry};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    // Before the runtime exists: malloc settings should hold for every thread it starts.
-    let malloc = alloc::tune();
-    start(malloc)
-}
-
-#[tokio::main]
-async fn start(malloc: alloc::Tuned) -> ExitCode {
-    telemetry::init();
-    tracing::debug!(settings = %malloc.describe(), "malloc");
-    let mut cfg = ConsumerConfig::parse();
-    let result = match cfg.resolve_secrets() {
-        Ok(()) => run(cfg).await,
-        Err(e) => Err(e.into()),
-    };
-    telemetry::exit_code("consumer", result)
+    entry::main("consumer", ConsumerConfig::resolve_secrets, run)
 }
 
 async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {

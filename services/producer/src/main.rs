@@ -9,8 +9,7 @@ use candlepipe_producer::source::live::{LiveOptions, LiveSource};
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
 use candlepipe_producer::{admin, progress};
 use candlepipe_runtime::http::{self, Readiness};
-use candlepipe_runtime::{alloc, kafka, shutdown, telemetry};
-use clap::Parser;
+use candlepipe_runtime::{entry, kafka, shutdown};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,28 +17,9 @@ use std::time::Duration;
 const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-USD", "USDC-USD"];
 
 fn main() -> ExitCode {
-    // Before the runtime exists: malloc settings should hold for every thread it starts.
-    let malloc = alloc::tune();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("starting the tokio runtime");
-    let code = runtime.block_on(start(malloc));
-    // After a shutdown that gave up, a source thread may still wait on the sink: it must
-    // not hold the exit past --shutdown-timeout.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    code
-}
-
-async fn start(malloc: alloc::Tuned) -> ExitCode {
-    telemetry::init();
-    tracing::debug!(settings = %malloc.describe(), "malloc");
-    let mut cfg = ProducerConfig::parse();
-    let result = match cfg.resolve_secrets() {
-        Ok(()) => run(cfg).await,
-        Err(e) => Err(e.into()),
-    };
-    telemetry::exit_code("producer", result)
+    // After a shutdown that gave up, a source thread may still wait on the sink: `entry`
+    // gives it one second, so it cannot hold the exit past --shutdown-timeout.
+    entry::main("producer", ProducerConfig::resolve_secrets, run)
 }
 
 async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {

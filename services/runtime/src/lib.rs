@@ -4,6 +4,8 @@
 //! apart from `candlepipe-model` so that a tool which only handles candles (`datagen`)
 //! does not link an async runtime, a Kafka client or an HTTP server:
 //!
+//! * [`entry`]: the opening of both `main`s (malloc, runtime, logging, flags, secrets, exit
+//!   code).
 //! * [`shutdown`]: one signal fan-out passed to every task.
 //! * [`http`]: the `/metrics`, `/healthz`, `/readyz` server.
 //! * [`telemetry`]: tracing setup and the exit code of a run.
@@ -17,6 +19,7 @@
 //! lines in memory for other crates' tests.
 
 pub mod alloc;
+pub mod entry;
 pub mod errlog;
 pub mod http;
 #[cfg(feature = "http-client")]
