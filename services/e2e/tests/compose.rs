@@ -625,7 +625,8 @@ fn metrics_ports_match_the_binaries_and_the_consumer_scales() {
     let doc = resolved();
     let producer_port = producer_config(&doc).http_addr.port();
     let consumer_port = consumer_config(&doc).http_addr.port();
-    // Compose keeps the binaries' own defaults: a reader of DESIGN.md finds what it says.
+    // Compose keeps the binaries' own defaults: a reader of the README's "Ports" finds what
+    // it says.
     assert_eq!(
         producer_port,
         ProducerConfig::parse_from(["producer"]).http_addr.port()

@@ -37,7 +37,8 @@ pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
 /// How often a progress line is logged while candles flow.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Everything the replay is told by the command line (see DESIGN.md for the flags).
+/// Everything the replay is told by the command line (the README's "Configuration" lists
+/// the flags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
     /// Folder holding `BASE-QUOTE.parquet` files and/or Binance kline files
