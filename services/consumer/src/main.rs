@@ -30,14 +30,7 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
 
     let app = http::router(metrics.registry.clone(), readiness.clone());
     let server = tokio::spawn(http::serve(cfg.http_addr, app, shutdown.clone()).await?);
-    let probe = dlq.producer();
-    http::spawn_probe(
-        readiness.clone(),
-        "kafka",
-        Duration::from_secs(5),
-        shutdown.clone(),
-        move || kafka::probe_brokers(probe.clone()),
-    );
+    kafka::spawn_readiness_probe(&readiness, dlq.producer(), &shutdown);
     let pinger = Arc::new(InfluxSink::new(cfg.influx(), metrics.clone())?);
     http::spawn_probe(
         readiness.clone(),

@@ -11,7 +11,6 @@ use candlepipe_producer::{admin, progress};
 use candlepipe_runtime::http::{self, Readiness};
 use candlepipe_runtime::{entry, kafka, shutdown};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Live symbols when `--symbols` is not given.
 const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-USD", "USDC-USD"];
@@ -104,14 +103,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
     let app = http::router(metrics.registry.clone(), readiness.clone())
         .merge(admin::router(control, cfg.admin_token.clone()));
     let server = tokio::spawn(http::serve(cfg.http_addr, app, shutdown.clone()).await?);
-    let probe = sink.producer();
-    http::spawn_probe(
-        readiness.clone(),
-        "kafka",
-        Duration::from_secs(5),
-        shutdown.clone(),
-        move || kafka::probe_brokers(probe.clone()),
-    );
+    kafka::spawn_readiness_probe(&readiness, sink.producer(), &shutdown);
 
     // The topic must exist before the first candle: create it (6 partitions, keeping
     // everything: it is the log of record) if missing.

@@ -6,6 +6,8 @@
 //! Kafka's default would delete it after 7 days. An existing topic is never changed, but a
 //! finite retention on it gets a warning with the command that lifts it.
 
+use crate::http::{self, Readiness};
+use crate::shutdown::Shutdown;
 use anyhow::{bail, Context};
 use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
@@ -180,7 +182,7 @@ pub async fn ensure_topic_retrying(
     args: &KafkaArgs,
     topic: &str,
     spec: TopicSpec,
-    shutdown: &crate::shutdown::Shutdown,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<bool> {
     let mut shutdown = shutdown.clone();
     loop {
@@ -195,6 +197,23 @@ pub async fn ensure_topic_retrying(
             }
         }
     }
+}
+
+/// Keeps the readiness check `kafka` current: every 5 s until `shutdown`, whether the
+/// brokers answer a metadata request on `producer`'s connection ([`probe_brokers`]). Both
+/// services run it, on the connection of a producer they hold anyway.
+pub fn spawn_readiness_probe(
+    readiness: &Readiness,
+    producer: rdkafka::producer::FutureProducer,
+    shutdown: &Shutdown,
+) {
+    http::spawn_probe(
+        readiness.clone(),
+        "kafka",
+        Duration::from_secs(5),
+        shutdown.clone(),
+        move || probe_brokers(producer.clone()),
+    );
 }
 
 /// A readiness check for `/readyz`: do the brokers answer a metadata request?
