@@ -15,7 +15,7 @@
 //! * [`secret`]: the `*_FILE` variants of secrets (the Docker-secrets convention).
 //!
 //! With the `http-client` feature, [`http_body`] reads HTTP response bodies with a size cap
-//! (both binaries' HTTP clients use it). With `test-support`, [`log_capture`] captures log
+//! (both binaries' HTTP clients use it). With `test-support`, `log_capture` captures log
 //! lines in memory for other crates' tests.
 
 pub mod alloc;
