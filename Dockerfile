@@ -4,9 +4,9 @@
 # runs it twice with `command: ["producer"]` / `["consumer"]`.
 #
 # Why one image: the two binaries share almost their whole dependency graph (rdkafka and
-# librdkafka, tokio, axum, prometheus, the candlepipe-model crate), so one `cargo build -p
-# producer -p consumer` compiles that graph once, and there is one image to build, tag and
-# pull. A second binary costs the image a few MB; a second build would cost minutes.
+# librdkafka, tokio, axum, prometheus, the candlepipe-model and candlepipe-runtime
+# crates), so one `cargo build -p producer -p consumer` compiles that graph once, and
+# there is one image to build, tag and pull. A second binary costs the image a few MB; a second build would cost minutes.
 #
 # Stages:
 #   chef     Rust toolchain + the C toolchain librdkafka needs + cargo-chef.

@@ -31,7 +31,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 fi
 export RUSTC_BOOTSTRAP=1
 # With AddressSanitizer on, zstd-sys compiles zstd with -fsanitize=address, and librdkafka's
-# ./configure (built because candlepipe-model links rdkafka) then fails its "link against
+# ./configure (built because the consumer, whose line protocol the targets check, links rdkafka) then fails its "link against
 # libzstd" check unless its test programs link the sanitizer runtime too.
 export LDFLAGS="${LDFLAGS:-} -fsanitize=address"
 

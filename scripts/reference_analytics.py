@@ -3,7 +3,7 @@
 
 Why this exists: the consumer computes rollups and indicators incrementally (per candle,
 with snapshots for late data). Testing that code against itself proves nothing, so this
-script computes the same definitions (DESIGN.md / README "Analytics definitions") the
+script computes the same definitions (README "Analytics definitions") the
 obvious, whole-series pandas way and stores the results as CSV fixtures under
 testdata/analytics/. services/consumer/tests/analytics_reference.rs feeds the same parquet
 rows through the consumer's Aggregator and compares.

@@ -1,9 +1,9 @@
 //! The consumer's command line: one clap struct, every flag also an environment variable.
 
 use crate::sink::{InfluxApi, InfluxConfig, DEFAULT_BATCH_POINTS, DEFAULT_CONCURRENCY};
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::secret::{self, SecretError, SecretName};
 use candlepipe_model::time::parse_duration;
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::secret::{self, SecretError, SecretName};
 use clap::{ArgAction, Parser};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -196,7 +196,7 @@ pub fn hostname() -> String {
 
 impl ConsumerConfig {
     /// Reads `--influx-token-file` and `--influx-password-file` into `influx_token` and
-    /// `influx_password` (see [`candlepipe_model::secret`]).
+    /// `influx_password` (see [`candlepipe_runtime::secret`]).
     pub fn resolve_secrets(&mut self) -> Result<(), SecretError> {
         let token = SecretName {
             var: "INFLUX_TOKEN",

@@ -15,7 +15,7 @@
 
 use crate::metrics::Stage;
 use anyhow::Context;
-use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_runtime::kafka::KafkaArgs;
 use futures::future::try_join_all;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -49,10 +49,8 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// An idempotent producer for `dlq_topic`; `source_topic` goes into every record's headers.
     pub fn new(kafka: &KafkaArgs, dlq_topic: &str) -> anyhow::Result<Self> {
-        let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
+        let mut cfg = kafka.idempotent_producer_config();
+        cfg.set("linger.ms", "5")
             .set("compression.type", "lz4")
             // A dead letter may be as large as the largest message the topic accepted.
             .set("message.max.bytes", "16777216")

@@ -7,29 +7,14 @@ use candlepipe_consumer::dlq::DeadLetters;
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::sink::InfluxSink;
 use candlepipe_consumer::watch;
-use candlepipe_model::http::{self, Readiness};
-use candlepipe_model::{alloc, kafka, shutdown, telemetry};
-use clap::Parser;
+use candlepipe_runtime::http::{self, Readiness};
+use candlepipe_runtime::{entry, kafka, shutdown, telemetry};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 fn main() -> ExitCode {
-    // Before the runtime exists: malloc settings should hold for every thread it starts.
-    let malloc = alloc::tune();
-    start(malloc)
-}
-
-#[tokio::main]
-async fn start(malloc: alloc::Tuned) -> ExitCode {
-    telemetry::init();
-    tracing::debug!(settings = %malloc.describe(), "malloc");
-    let mut cfg = ConsumerConfig::parse();
-    let result = match cfg.resolve_secrets() {
-        Ok(()) => run(cfg).await,
-        Err(e) => Err(e.into()),
-    };
-    telemetry::exit_code("consumer", result)
+    entry::main("consumer", ConsumerConfig::resolve_secrets, run)
 }
 
 async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
@@ -45,14 +30,7 @@ async fn run(cfg: ConsumerConfig) -> anyhow::Result<()> {
 
     let app = http::router(metrics.registry.clone(), readiness.clone());
     let server = tokio::spawn(http::serve(cfg.http_addr, app, shutdown.clone()).await?);
-    let probe = dlq.producer();
-    http::spawn_probe(
-        readiness.clone(),
-        "kafka",
-        Duration::from_secs(5),
-        shutdown.clone(),
-        move || kafka::probe_brokers(probe.clone()),
-    );
+    kafka::spawn_readiness_probe(&readiness, dlq.producer(), &shutdown);
     let pinger = Arc::new(InfluxSink::new(cfg.influx(), metrics.clone())?);
     http::spawn_probe(
         readiness.clone(),

@@ -8,7 +8,7 @@
 //! pre-registration here and [`crate::events`], which is the only place that updates a
 //! metric: each event's `emit` writes its log line and bumps its metric together.
 
-use candlepipe_model::http;
+use candlepipe_runtime::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec,
     Opts, Registry,

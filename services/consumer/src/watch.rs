@@ -17,9 +17,9 @@
 use crate::events::{PartitionLag, PartitionMoving, PartitionStalled, StalledPartitions};
 use crate::metrics::ConsumerMetrics;
 use anyhow::Context as _;
-use candlepipe_model::http::Readiness;
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::http::Readiness;
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};

@@ -23,8 +23,8 @@
 use candlepipe_consumer::metrics::ConsumerMetrics;
 use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
 use candlepipe_consumer::sink::{InfluxApi, InfluxConfig, InfluxSink, SinkError, WriteOutcome};
-use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::{Interval, Source};
+use candlepipe_runtime::shutdown::{self, Shutdown};
 use candlepipe_testkit::http_client::{encode_query, post_body};
 use candlepipe_testkit::{testdata, unique, wait_until, Influxd, Influxd1};
 use serde_json::{Map, Value};

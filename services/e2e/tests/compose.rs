@@ -10,7 +10,7 @@
 //!   file exactly as on a user's machine (every test reads its resolved output);
 //! * what the binaries read and accept: the clap definitions themselves
 //!   (`ProducerConfig`/`ConsumerConfig`), each value compose hands over parsed as the flag
-//!   it stands for, plus the logging variables of `candlepipe_model::telemetry`;
+//!   it stands for, plus the logging variables of `candlepipe_runtime::telemetry`;
 //! * ports and host names: the parsed `--http-addr`, `prometheus/prometheus.yml`, the Grafana
 //!   datasources, the services' healthchecks and the Kafka advertised listeners;
 //! * Grafana, Prometheus and Alertmanager files: the mounts, the dashboards provider path,
@@ -222,11 +222,11 @@ fn host_port(s: &str) -> (String, u16) {
 // What the binaries read
 // ------------------------------------------------------------------------------------------
 
-/// Variables the logging setup reads (`candlepipe_model::telemetry`), from its source:
+/// Variables the logging setup reads (`candlepipe_runtime::telemetry`), from its source:
 /// every `env::var("NAME")`, and `RUST_LOG` when it builds its filter with tracing's
 /// `EnvFilter::try_from_default_env` (whose variable is `RUST_LOG`).
 fn logging_variables() -> BTreeSet<String> {
-    let src = read(&repo("services/model/src/telemetry.rs"));
+    let src = read(&repo("services/runtime/src/telemetry.rs"));
     let mut names: BTreeSet<String> = src
         .split("env::var(\"")
         .skip(1)
@@ -625,7 +625,8 @@ fn metrics_ports_match_the_binaries_and_the_consumer_scales() {
     let doc = resolved();
     let producer_port = producer_config(&doc).http_addr.port();
     let consumer_port = consumer_config(&doc).http_addr.port();
-    // Compose keeps the binaries' own defaults: a reader of DESIGN.md finds what it says.
+    // Compose keeps the binaries' own defaults: a reader of the README's "Ports" finds what
+    // it says.
     assert_eq!(
         producer_port,
         ProducerConfig::parse_from(["producer"]).http_addr.port()
@@ -915,7 +916,7 @@ fn services_start_in_order_and_the_topics_exist_first() {
         .lines()
         .find(|l| l.contains(&format!("--topic {} ", producer.kafka.topic)))
         .expect("the candle topic's line");
-    for (key, value) in candlepipe_model::kafka::KEEP_FOREVER {
+    for (key, value) in candlepipe_runtime::kafka::KEEP_FOREVER {
         assert!(
             candles_line.contains(&format!("--config {key}={value}")),
             "kafka-init must create {} with {key}={value}:\n{candles_line}",

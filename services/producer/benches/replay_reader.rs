@@ -6,11 +6,11 @@
 //! * `read_merge_validate_csv` / `_zip`: the same candles re-typed as Binance kline files
 //!   (one file per pair and day, 8-decimal text), as `.csv` and as deflated `.zip`.
 
-use candlepipe_model::shutdown;
 use candlepipe_model::time::fmt_ms;
 use candlepipe_model::Candle;
 use candlepipe_producer::clock::SystemClock;
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
+use candlepipe_runtime::shutdown;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -16,11 +16,11 @@
 //! cargo run --release -p producer --example replay_rss -- --dataset /tmp/kaggle
 //! ```
 
-use candlepipe_model::{alloc, shutdown, telemetry};
 use candlepipe_producer::clock::SystemClock;
 use candlepipe_producer::config::parse_bytes;
 use candlepipe_producer::source::cache::DEFAULT_PAGE_BUDGET;
 use candlepipe_producer::source::replay::{ReplayEnd, ReplayOptions, ReplaySource, Speed};
+use candlepipe_runtime::{alloc, shutdown, telemetry};
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -161,7 +161,7 @@ mod tests {
             None,
             None,
             ReplayOnSwitch::Resume,
-            candlepipe_model::kafka::KafkaArgs {
+            candlepipe_runtime::kafka::KafkaArgs {
                 brokers: "127.0.0.1:1".into(),
                 topic: "candles".into(),
                 properties: vec![],

@@ -7,7 +7,7 @@
 //! instantly, so a test can replay a day at speed 1 in microseconds and still check, for
 //! every candle, exactly when it would have been sent.
 
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ impl Clock for VirtualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candlepipe_model::shutdown;
+    use candlepipe_runtime::shutdown;
 
     #[test]
     fn virtual_sleep_jumps_forward_never_back() {

@@ -2,9 +2,9 @@
 //! The README's configuration table is generated from the same names; a test compares them.
 
 use crate::mode::Mode;
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::secret::{self, SecretError, SecretName};
 use candlepipe_model::time::{parse_duration, parse_instant_ms};
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::secret::{self, SecretError, SecretName};
 use clap::{ArgAction, Parser};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,7 +201,7 @@ pub const ADMIN_TOKEN: SecretName = SecretName {
 };
 
 impl ProducerConfig {
-    /// Reads `--admin-token-file` into `admin_token` (see [`candlepipe_model::secret`]).
+    /// Reads `--admin-token-file` into `admin_token` (see [`candlepipe_runtime::secret`]).
     pub fn resolve_secrets(&mut self) -> Result<(), SecretError> {
         self.admin_token = secret::resolve(
             ADMIN_TOKEN,

@@ -1,8 +1,6 @@
 //! `producer`: wires the sources, the Kafka sink and the HTTP server together.
 
 use anyhow::Context;
-use candlepipe_model::http::{self, Readiness};
-use candlepipe_model::{alloc, kafka, shutdown, telemetry};
 use candlepipe_producer::config::ProducerConfig;
 use candlepipe_producer::metrics::ProducerMetrics;
 use candlepipe_producer::mode::{Mode, Supervisor, SupervisorEnd};
@@ -10,36 +8,17 @@ use candlepipe_producer::sink::{KafkaSink, SinkOptions};
 use candlepipe_producer::source::live::{LiveOptions, LiveSource};
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
 use candlepipe_producer::{admin, progress};
-use clap::Parser;
+use candlepipe_runtime::http::{self, Readiness};
+use candlepipe_runtime::{entry, kafka, shutdown};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// Live symbols when `--symbols` is not given.
 const DEFAULT_LIVE_SYMBOLS: [&str; 5] = ["BTC-USD", "ETH-USD", "USDT-USD", "BNB-USD", "USDC-USD"];
 
 fn main() -> ExitCode {
-    // Before the runtime exists: malloc settings should hold for every thread it starts.
-    let malloc = alloc::tune();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("starting the tokio runtime");
-    let code = runtime.block_on(start(malloc));
-    // After a shutdown that gave up, a source thread may still wait on the sink: it must
-    // not hold the exit past --shutdown-timeout.
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    code
-}
-
-async fn start(malloc: alloc::Tuned) -> ExitCode {
-    telemetry::init();
-    tracing::debug!(settings = %malloc.describe(), "malloc");
-    let mut cfg = ProducerConfig::parse();
-    let result = match cfg.resolve_secrets() {
-        Ok(()) => run(cfg).await,
-        Err(e) => Err(e.into()),
-    };
-    telemetry::exit_code("producer", result)
+    // After a shutdown that gave up, a source thread may still wait on the sink: `entry`
+    // gives it one second, so it cannot hold the exit past --shutdown-timeout.
+    entry::main("producer", ProducerConfig::resolve_secrets, run)
 }
 
 async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
@@ -125,14 +104,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
     let app = http::router(metrics.registry.clone(), readiness.clone())
         .merge(admin::router(control, cfg.admin_token.clone()));
     let server = tokio::spawn(http::serve(cfg.http_addr, app, shutdown.clone()).await?);
-    let probe = sink.producer();
-    http::spawn_probe(
-        readiness.clone(),
-        "kafka",
-        Duration::from_secs(5),
-        shutdown.clone(),
-        move || kafka::probe_brokers(probe.clone()),
-    );
+    kafka::spawn_readiness_probe(&readiness, sink.producer(), &shutdown);
 
     // The topic must exist before the first candle: create it (6 partitions, keeping
     // everything: it is the log of record) if missing.

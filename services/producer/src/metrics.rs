@@ -1,7 +1,7 @@
 //! The producer's Prometheus metrics, registered once and handed to the sink, the sources
 //! and the HTTP server. No label carries a symbol (bounded cardinality with 1,000 pairs).
 
-use candlepipe_model::http;
+use candlepipe_runtime::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,

@@ -1,6 +1,6 @@
 //! Background work that keeps the gauges current while the replay runs on its own thread.
 
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use std::time::Duration;
 
 /// Copies the replay's own counters into the Prometheus metrics once a second.

@@ -23,9 +23,9 @@
 
 use crate::metrics::ProducerMetrics;
 use anyhow::Context;
-use candlepipe_model::errlog::ErrorTally;
-use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, time, Candle};
+use candlepipe_runtime::errlog::ErrorTally;
+use candlepipe_runtime::kafka::KafkaArgs;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -133,10 +133,8 @@ impl KafkaSink {
         opts: SinkOptions,
         metrics: ProducerMetrics,
     ) -> anyhow::Result<Self> {
-        let mut cfg = kafka.client_config();
-        cfg.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", &opts.compression)
+        let mut cfg = kafka.idempotent_producer_config();
+        cfg.set("compression.type", &opts.compression)
             .set("linger.ms", opts.linger.as_millis().to_string())
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")

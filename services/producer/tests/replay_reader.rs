@@ -14,7 +14,6 @@ use candlepipe_datagen::{
     klines, write_dataset, write_klines, FileLayout, Kline, MarketOptions, PairSpec, WriteOptions,
 };
 use candlepipe_model::candle::MINUTE_MS;
-use candlepipe_model::shutdown;
 use candlepipe_model::validate::validate;
 use candlepipe_model::{Candle, Source};
 use candlepipe_producer::clock::{Clock, VirtualClock};
@@ -22,6 +21,7 @@ use candlepipe_producer::source::cache::{CacheError, DEFAULT_DIR_NAME};
 use candlepipe_producer::source::replay::{
     ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
 };
+use candlepipe_runtime::shutdown;
 use parquet::arrow::ArrowWriter;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

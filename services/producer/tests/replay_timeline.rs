@@ -9,11 +9,12 @@
 
 use candlepipe_datagen::{write_dataset, FileLayout, MarketOptions, PairSpec, WriteOptions};
 use candlepipe_model::candle::MINUTE_MS;
-use candlepipe_model::{shutdown, Candle};
+use candlepipe_model::Candle;
 use candlepipe_producer::clock::{Clock, VirtualClock};
 use candlepipe_producer::source::replay::{
     ReplayEnd, ReplayOptions, ReplaySource, ReplayTail, Speed,
 };
+use candlepipe_runtime::shutdown;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 

@@ -25,6 +25,13 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     answer(agent(Duration::from_secs(10)).get(url).call())
 }
 
+/// The `/metrics` text of a service on a loopback port; empty when nothing answers.
+pub fn metrics_text(port: u16) -> String {
+    get(&format!("http://127.0.0.1:{port}/metrics"))
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
 /// GET with extra headers (e.g. `Authorization: Token …`).
 pub fn get_with(url: &str, headers: &[(&str, &str)]) -> Option<(u16, String)> {
     let mut req = agent(Duration::from_secs(30)).get(url);

@@ -1,7 +1,7 @@
 //! Driving candlepipe's own binaries in tests: start, scrape metrics, signal, and compare
 //! what they wrote into InfluxDB.
 
-use crate::http_client::get;
+use crate::http_client::{get, metrics_text};
 use crate::process::{free_port, wait_until, ChildServer};
 use crate::servers::Influxd;
 use candlepipe_model::{codec, Candle};
@@ -74,9 +74,7 @@ impl ServiceProcess {
 
     /// The whole `/metrics` text.
     pub fn metrics_text(&self) -> String {
-        get(&format!("http://127.0.0.1:{}/metrics", self.http_port))
-            .map(|(_, body)| body)
-            .unwrap_or_default()
+        metrics_text(self.http_port)
     }
 
     /// Sends a signal (`libc::SIGTERM`, `libc::SIGKILL`, …).
@@ -128,12 +126,10 @@ impl ServiceProcess {
     }
 }
 
-/// Reads one metric from a `/metrics` endpoint, summed over label sets.
+/// Reads one metric from a `/metrics` endpoint, summed over label sets (0 when nothing
+/// answers).
 pub fn metric_from(port: u16, name: &str) -> f64 {
-    let Some((_, body)) = get(&format!("http://127.0.0.1:{port}/metrics")) else {
-        return 0.0;
-    };
-    metric_sum(&body, name)
+    metric_sum(&metrics_text(port), name)
 }
 
 /// Sums a metric's samples over its label sets in a Prometheus text exposition.

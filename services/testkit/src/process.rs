@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use tempfile::TempDir;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the server binds it right after).
 pub fn free_port() -> u16 {
@@ -185,5 +186,43 @@ impl ChildServer {
 impl Drop for ChildServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A server that fault tests kill and start again: on the same port, with the same data
+/// folder, launched the same way each time. Dropping it kills the server, then removes the
+/// folder.
+pub(crate) struct Relaunchable {
+    server: ChildServer,
+    port: u16,
+    dir: TempDir,
+    launch: fn(u16, &TempDir) -> ChildServer,
+}
+
+impl Relaunchable {
+    /// Launches a server on `port` with its data in `dir`.
+    pub(crate) fn launch(
+        port: u16,
+        dir: TempDir,
+        launch: fn(u16, &TempDir) -> ChildServer,
+    ) -> Relaunchable {
+        let server = launch(port, &dir);
+        Relaunchable {
+            server,
+            port,
+            dir,
+            launch,
+        }
+    }
+
+    /// Kills the server (SIGKILL); its data stays.
+    pub(crate) fn kill(&mut self) {
+        self.server.kill();
+    }
+
+    /// Kills the server and launches it again on the same port with the same data.
+    pub(crate) fn relaunch(&mut self) {
+        self.server.kill();
+        self.server = (self.launch)(self.port, &self.dir);
     }
 }

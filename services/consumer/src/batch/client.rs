@@ -10,7 +10,7 @@ use crate::sink::InfluxSink;
 use crate::state::Aggregator;
 use crate::watch::{Owned, Stalled};
 use anyhow::Context as _;
-use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_runtime::kafka::KafkaArgs;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::collections::{BTreeSet, HashMap};

@@ -5,8 +5,8 @@ use super::client::MicroBatchEngine;
 use super::incoming::{drop_processed, incoming, Incoming};
 use super::write::InFlight;
 use anyhow::Context as _;
-use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time;
+use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 
 impl MicroBatchEngine {

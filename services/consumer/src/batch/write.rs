@@ -13,8 +13,8 @@ use crate::metrics::Stage;
 use crate::sink::{EncodedBatch, RejectedPoint, SinkError, WriteOutcome};
 use crate::state::Applied;
 use anyhow::Context as _;
-use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time;
+use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -100,7 +100,7 @@ impl MicroBatchEngine {
         // collected) holds only its request bodies (gzipped: a sixth of the text, which
         // itself is about as big as the points). The shrink returns the Vec's growth slack
         // while the bodies are built (large blocks are mmapped, see
-        // `candlepipe_model::alloc`: an mremap, not a copy).
+        // `candlepipe_runtime::alloc`: an mremap, not a copy).
         points.shrink_to_fit();
         let encoded = Arc::new(self.sink.encode(&points));
         drop(points);

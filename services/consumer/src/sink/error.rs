@@ -2,7 +2,7 @@
 //! InfluxDB answer or a transport failure into the words of a log line or a dead letter.
 
 use crate::metrics::WriteErrorKind;
-use candlepipe_model::http_body::{read_capped, text_capped, BodyError};
+use candlepipe_runtime::http_body::{read_capped, text_capped, BodyError};
 
 /// Why [`InfluxSink::write`](super::InfluxSink::write) or
 /// [`InfluxSink::prepare`](super::InfluxSink::prepare) gave up.

@@ -5,7 +5,7 @@
 use super::config::InfluxApi;
 use super::error::SinkError;
 use crate::metrics::WriteErrorKind;
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use reqwest::StatusCode;
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn backoff_grows_to_the_cap_and_wakes_on_shutdown() {
-        let (trigger, mut stop) = candlepipe_model::shutdown::channel();
+        let (trigger, mut stop) = candlepipe_runtime::shutdown::channel();
         let mut backoff = Backoff::new(Duration::from_millis(3));
         for _ in 0..5 {
             backoff.pause(&mut stop).await.unwrap();

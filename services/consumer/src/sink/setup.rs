@@ -6,7 +6,7 @@ use super::client::InfluxSink;
 use super::config::{endpoint, InfluxApi};
 use super::error::{error_chain, error_message, json_body, SinkError};
 use super::retry::Backoff;
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use reqwest::StatusCode;
 
 impl InfluxSink {

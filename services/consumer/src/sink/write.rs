@@ -12,7 +12,7 @@ use crate::events::{
 use crate::lineproto::EncodedPoints;
 use crate::metrics::WriteErrorKind;
 use crate::point::Point;
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::ops::Range;
 use std::time::Instant;

@@ -9,7 +9,7 @@
 //! with a point is the first. CPU and peak RSS are read from `/proc` just before SIGTERM.
 
 use crate::dataset::PARTITIONS;
-use crate::latency::histogram_buckets;
+use crate::histogram::histogram_buckets;
 use crate::machine::{process_cpu_seconds, process_peak_rss_kib, Conditions, ReleaseBins, Watch};
 use crate::{MAX_BATCH, MEASUREMENT_TIMEOUT};
 use candlepipe_testkit::pipeline::{count_points, ServiceProcess};

@@ -1,9 +1,9 @@
 //! The benchmark's inputs: dataset folders (written by `datagen` in `scripts/bench.sh`),
 //! read back with the producer's own replay reader, and the topics they are replayed into.
 
-use candlepipe_model::shutdown;
 use candlepipe_producer::clock::SystemClock;
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};
+use candlepipe_runtime::shutdown;
 use candlepipe_testkit::pipeline::create_topic;
 use candlepipe_testkit::{unique, Kafka};
 use std::path::Path;

@@ -39,6 +39,7 @@ mod ceiling;
 mod consumer_run;
 mod criterion_results;
 mod dataset;
+mod histogram;
 mod latency;
 mod machine;
 mod peer_latency;

@@ -36,7 +36,7 @@
 
 use crate::source::parquet::CandleFile;
 use candlepipe_model::repack::{repack_file, RepackError, RepackOptions};
-use candlepipe_model::shutdown::Shutdown;
+use candlepipe_runtime::shutdown::Shutdown;
 use parquet::file::metadata::ParquetMetaDataReader;
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -98,10 +98,10 @@ pub use yahoo::DEFAULT_MAX_RESPONSE_BYTES;
 use crate::metrics::ProducerMetrics;
 use crate::sink::SinkCommand;
 use anyhow::Context;
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time::now_ms;
 use candlepipe_model::validate::validate_symbol;
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::shutdown::Shutdown;
 use feed::{SymbolFeed, RETENTION_MS};
 use health::LiveHealth;
 pub use health::FAILURES_UNTIL_UNREADY;
@@ -177,7 +177,7 @@ impl LiveSource {
 
     /// Reports whether Yahoo answers into `readiness` (a `yahoo` check, module
     /// `health`): not ready once every symbol's last polls failed.
-    pub fn with_readiness(mut self, readiness: candlepipe_model::http::Readiness) -> Self {
+    pub fn with_readiness(mut self, readiness: candlepipe_runtime::http::Readiness) -> Self {
         self.setup.ctx.health = LiveHealth::new(readiness);
         self
     }

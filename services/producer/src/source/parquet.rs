@@ -22,7 +22,8 @@
 //! would not fit the replay's budget a small-page copy to read instead
 //! ([`CandleFile::read_from`]).
 //!
-//! Accepted shapes (DESIGN.md): float32 or float64 prices and volumes; `open_time` as a
+//! Accepted shapes (dataset/README.md, "Exact schema"): float32 or float64 prices and
+//! volumes; `open_time` as a
 //! timestamp of any unit and time zone (the Kaggle files: the pandas index,
 //! `datetime64[ns]`) or as int64 Unix milliseconds; any integer type for
 //! `number_of_trades`; the four non-OHLCV columns optional (absent -> `None`). float32

@@ -26,9 +26,9 @@ use crate::source::pacing::Pacer;
 use crate::source::parquet::Window;
 use crate::source::timeline::{Continuation, Resume};
 use candlepipe_model::candle::MINUTE_MS;
-use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::time::fmt_ms;
 use candlepipe_model::Candle;
+use candlepipe_runtime::shutdown::{self, Shutdown};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -44,7 +44,8 @@ pub use crate::source::timeline::ReplayTail;
 /// How often a progress line is logged while candles flow.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Everything the replay is told by the command line (see DESIGN.md for the flags).
+/// Everything the replay is told by the command line (the README's "Configuration" lists
+/// the flags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
     /// Folder holding `BASE-QUOTE.parquet` files and/or Binance kline files

@@ -21,8 +21,8 @@
 //! `pick` accepts count.
 
 use anyhow::{bail, Context};
-use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, Candle};
+use candlepipe_runtime::kafka::KafkaArgs;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};

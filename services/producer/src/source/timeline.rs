@@ -33,10 +33,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::sink::REPLAY_SHIFT_HEADER;
 use crate::source::tail::{self, Found};
 use candlepipe_model::candle::MINUTE_MS;
-use candlepipe_model::kafka::KafkaArgs;
-use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time::fmt_ms;
 use candlepipe_model::Source;
+use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::message::{Headers, Message};
 use std::collections::HashMap;
 

@@ -2,12 +2,12 @@
 //! for Binance kline files): running a replay to its end under a virtual clock, comparing
 //! candles, and capturing the log.
 
-use candlepipe_model::shutdown;
 use candlepipe_model::Candle;
 use candlepipe_producer::clock::VirtualClock;
 use candlepipe_producer::source::replay::{
     ReplayEnd, ReplayError, ReplayOptions, ReplaySource, ReplayStats, Speed,
 };
+use candlepipe_runtime::shutdown;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,7 +55,7 @@ pub fn capture_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
     capture_logs_at(tracing::Level::WARN, f)
 }
 
-pub use candlepipe_model::log_capture::capture_logs_at;
+pub use candlepipe_runtime::log_capture::capture_logs_at;
 
 /// A folder holding the good files whose candles are `good` plus one bad file called `name`:
 /// opening it without `--skip-bad-files` is an error naming the file and `expected`; with it,

@@ -3,7 +3,7 @@
 
 use super::{influxql_rows, temp_dir, START_TIMEOUT};
 use crate::http_client::{get, post_form};
-use crate::process::{free_port, require_binary, ChildServer};
+use crate::process::{free_port, require_binary, ChildServer, Relaunchable};
 use std::process::Command;
 use std::sync::OnceLock;
 use tempfile::TempDir;
@@ -12,9 +12,7 @@ const INFLUXD_INSTALL: &str = "apt-get update && apt-get install -y influxdb";
 
 /// An InfluxDB 1.x server (`/usr/bin/influxd`) on a loopback port.
 pub struct Influxd1 {
-    server: ChildServer,
-    port: u16,
-    dir: TempDir,
+    server: Relaunchable,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
 }
@@ -30,11 +28,8 @@ impl Influxd1 {
     pub fn start() -> Influxd1 {
         let dir = temp_dir("influxd-");
         let port = free_port();
-        let server = Self::launch(port, &dir);
         Influxd1 {
-            server,
-            port,
-            dir,
+            server: Relaunchable::launch(port, dir, Self::launch),
             url: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -87,8 +82,7 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) {
-        self.server.kill();
-        self.server = Self::launch(self.port, &self.dir);
+        self.server.relaunch();
     }
 
     /// Runs InfluxQL and returns the JSON answer (timestamps as epoch ms). Panics on HTTP

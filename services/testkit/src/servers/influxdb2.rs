@@ -15,9 +15,10 @@
 //! [`Influxd::query_with`] sends InfluxQL with any `Authorization` header, so a test can send
 //! exactly what the provisioned datasource sends (`Basic <user:password>`).
 
+use super::template::{render, INFLUXD_CONFIG_TOML};
 use super::{cache_dir, influxql_rows, temp_dir, version, INSTALL_ALL, START_TIMEOUT};
 use crate::http_client::{encode_query, get, get_with, post_body, post_form};
-use crate::process::{free_port, wait_until, ChildServer};
+use crate::process::{free_port, wait_until, ChildServer, Relaunchable};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -52,9 +53,7 @@ impl V1Credential {
 
 /// An InfluxDB 2 server on a loopback port, set up with [`ORG`] and [`TOKEN`].
 pub struct Influxd {
-    server: ChildServer,
-    port: u16,
-    dir: TempDir,
+    server: Relaunchable,
     /// The organization's id (for bucket creation).
     pub org_id: String,
     /// `http://127.0.0.1:<port>`.
@@ -72,13 +71,11 @@ impl Influxd {
     pub fn start() -> Influxd {
         let dir = temp_dir("influxd2-");
         let port = free_port();
-        let server = Self::launch(port, &dir);
+        let server = Relaunchable::launch(port, dir, Self::launch);
         let url = format!("http://127.0.0.1:{port}");
         let org_id = setup(&url);
         Influxd {
             server,
-            port,
-            dir,
             org_id,
             url,
         }
@@ -87,19 +84,14 @@ impl Influxd {
     fn launch(port: u16, dir: &TempDir) -> ChildServer {
         let bin = influxd2_binary();
         let root = dir.path();
+        let config = render(
+            INFLUXD_CONFIG_TOML,
+            &[("DIR", &root.display()), ("PORT", &port)],
+        );
+        std::fs::write(root.join("config.toml"), config).expect("write config.toml");
         let mut cmd = Command::new(bin);
         cmd.arg("run")
-            .arg(format!(
-                "--bolt-path={}",
-                root.join("influxd.bolt").display()
-            ))
-            .arg(format!("--engine-path={}", root.join("engine").display()))
-            .arg(format!(
-                "--sqlite-path={}",
-                root.join("influxd.sqlite").display()
-            ))
-            .arg(format!("--http-bind-address=127.0.0.1:{port}"))
-            .arg("--reporting-disabled")
+            // Quieter than the native stack's: the tests' logs are read only when one fails.
             .arg("--log-level=warn")
             // Its config-file lookup starts in the working directory: keep it in the temp dir.
             .current_dir(root)
@@ -118,8 +110,7 @@ impl Influxd {
 
     /// Starts it again on the same port with the same data (already set up).
     pub fn restart(&mut self) {
-        self.server.kill();
-        self.server = Self::launch(self.port, &self.dir);
+        self.server.relaunch();
     }
 
     /// Whether the server is up (for tests that stop it).

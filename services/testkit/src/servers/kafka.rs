@@ -7,6 +7,7 @@
 //! outside the repo. The heap is kept small (256 MiB): the tests move megabytes, not
 //! gigabytes.
 
+use super::template::{render, KAFKA_LOG4J_PROPERTIES, KAFKA_SERVER_PROPERTIES};
 use super::{cache_dir, temp_dir, version, INSTALL_ALL, START_TIMEOUT};
 use crate::process::{free_port, require_binary, wait_until, ChildServer};
 use rdkafka::config::ClientConfig;
@@ -148,43 +149,30 @@ impl Kafka {
         let replicas = n.min(3);
         let dir = self.node_dir(node.id);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let config = format!(
-            "process.roles=broker,controller\n\
-             node.id={id}\n\
-             controller.quorum.voters={voters}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
-             controller.listener.names=CONTROLLER\n\
-             inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-             log.dirs={logs}\n\
-             num.partitions=1\n\
-             default.replication.factor={replicas}\n\
-             offsets.topic.replication.factor={replicas}\n\
-             offsets.topic.num.partitions=10\n\
-             transaction.state.log.replication.factor={replicas}\n\
-             transaction.state.log.min.isr={min_isr}\n\
-             group.initial.rebalance.delay.ms=0\n\
-             auto.create.topics.enable=false\n\
-             message.max.bytes=10485760\n",
-            id = node.id,
-            port = node.port,
-            cport = node.controller_port,
-            logs = dir.join("data").display(),
-            min_isr = replicas.min(2),
+        let mut config = render(
+            KAFKA_SERVER_PROPERTIES,
+            &[
+                ("NODE_ID", &node.id),
+                ("VOTERS", &voters),
+                ("PORT", &node.port),
+                ("CONTROLLER_PORT", &node.controller_port),
+                ("LOG_DIRS", &dir.join("data").display()),
+                ("REPLICAS", &replicas),
+                ("MIN_ISR", &replicas.min(2)),
+            ],
         );
+        // The tests' own additions: a topic created without a count gets one partition and
+        // every node's copy; fewer offsets partitions start faster; records up to 10 MB.
+        config.push_str(&format!(
+            "num.partitions=1\n\
+             default.replication.factor={replicas}\n\
+             offsets.topic.num.partitions=10\n\
+             message.max.bytes=10485760\n"
+        ));
         let path = dir.join("server.properties");
         std::fs::write(&path, config).expect("write server.properties");
-        std::fs::write(
-            dir.join("log4j.properties"),
-            "log4j.rootLogger=WARN, stdout\n\
-             log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n\
-             log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n\
-             log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n\
-             log4j.logger.kafka=WARN\n\
-             log4j.logger.org.apache.kafka=WARN\n",
-        )
-        .expect("write log4j.properties");
+        std::fs::write(dir.join("log4j.properties"), KAFKA_LOG4J_PROPERTIES)
+            .expect("write log4j.properties");
         path
     }
 

@@ -14,6 +14,7 @@ mod influxdb2;
 mod kafka;
 mod key_partition;
 mod prometheus;
+mod template;
 
 pub use alertmanager::Alertmanager;
 pub use influxdb1::Influxd1;

@@ -7,7 +7,7 @@
 //! not an outage), and passes again at the next good answer. Outside live mode it passes
 //! with "live mode is not running".
 
-use candlepipe_model::http::Readiness;
+use candlepipe_runtime::http::Readiness;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

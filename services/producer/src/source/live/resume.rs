@@ -6,8 +6,8 @@
 //! Yahoo's 1m retention: nothing older could be fetched again.
 
 use crate::source::tail::{self, Found};
-use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::Source;
+use candlepipe_runtime::kafka::KafkaArgs;
 
 /// Per symbol, the open time (Unix ms) of its newest closed live candle on `kafka.topic`,
 /// looking no further back than messages written at `not_before` (Unix ms). Blocking: run

@@ -14,7 +14,7 @@
 //! producer to 2.36 GB of memory.
 
 use super::chart::{parse_chart, Chart, ChartError};
-use candlepipe_model::http_body::{read_capped, BodyError};
+use candlepipe_runtime::http_body::{read_capped, BodyError};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use std::time::Duration;

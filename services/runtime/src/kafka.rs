@@ -6,6 +6,8 @@
 //! Kafka's default would delete it after 7 days. An existing topic is never changed, but a
 //! finite retention on it gets a warning with the command that lifts it.
 
+use crate::http::{self, Readiness};
+use crate::shutdown::Shutdown;
 use anyhow::{bail, Context};
 use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
@@ -48,6 +50,16 @@ impl KafkaArgs {
     pub fn client_config(&self) -> ClientConfig {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.brokers);
+        cfg
+    }
+
+    /// [`KafkaArgs::client_config`] for a producer that never loses, duplicates or reorders
+    /// a record when librdkafka retries it: idempotence on and `acks=all` (every in-sync
+    /// replica has the record before it counts as sent). Both producers, the candles' and
+    /// the dead letters', start from it and add their role's settings.
+    pub fn idempotent_producer_config(&self) -> ClientConfig {
+        let mut cfg = self.client_config();
+        cfg.set("enable.idempotence", "true").set("acks", "all");
         cfg
     }
 
@@ -170,7 +182,7 @@ pub async fn ensure_topic_retrying(
     args: &KafkaArgs,
     topic: &str,
     spec: TopicSpec,
-    shutdown: &crate::shutdown::Shutdown,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<bool> {
     let mut shutdown = shutdown.clone();
     loop {
@@ -185,6 +197,23 @@ pub async fn ensure_topic_retrying(
             }
         }
     }
+}
+
+/// Keeps the readiness check `kafka` current: every 5 s until `shutdown`, whether the
+/// brokers answer a metadata request on `producer`'s connection ([`probe_brokers`]). Both
+/// services run it, on the connection of a producer they hold anyway.
+pub fn spawn_readiness_probe(
+    readiness: &Readiness,
+    producer: rdkafka::producer::FutureProducer,
+    shutdown: &Shutdown,
+) {
+    http::spawn_probe(
+        readiness.clone(),
+        "kafka",
+        Duration::from_secs(5),
+        shutdown.clone(),
+        move || probe_brokers(producer.clone()),
+    );
 }
 
 /// A readiness check for `/readyz`: do the brokers answer a metadata request?
@@ -228,6 +257,26 @@ mod tests {
             ["retention.ms=1000", "retention.bytes=5"]
         );
         assert!(finite_retention(&[e("retention.ms", None)]).is_empty());
+    }
+
+    #[test]
+    fn idempotent_producers_wait_for_every_replica_and_pass_through_wins() {
+        let args = KafkaArgs {
+            brokers: "k1:9092,k2:9092".into(),
+            topic: "candles".into(),
+            properties: vec![("acks".into(), "1".into())],
+        };
+        let cfg = args.idempotent_producer_config();
+        assert_eq!(cfg.get("bootstrap.servers"), Some("k1:9092,k2:9092"));
+        assert_eq!(cfg.get("enable.idempotence"), Some("true"));
+        assert_eq!(cfg.get("acks"), Some("all"));
+        let mut cfg = cfg;
+        args.finish(&mut cfg);
+        assert_eq!(
+            cfg.get("acks"),
+            Some("1"),
+            "the user's property is applied last"
+        );
     }
 
     #[test]
