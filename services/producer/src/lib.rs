@@ -3,7 +3,8 @@
 //! Publishes 1m candles to Kafka, keyed by symbol. Two sources feed one Kafka sink:
 //! [`source::replay`] (Binance history from parquet or kline CSV/ZIP files, k-way merged
 //! by time, paced) and
-//! [`source::live`] (Yahoo Finance chart API). [`mode`] runs one at a time and switches on
+//! [`source::live`] (Yahoo Finance chart API). [`mode`] runs one at a time ([`mode_choice`]
+//! names them) and switches on
 //! `POST /mode` ([`admin`]); [`sink`] publishes and confirms every candle; [`metrics`] and
 //! [`progress`] tell the operator what is happening.
 
@@ -12,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod mode;
+pub mod mode_choice;
 pub mod progress;
 pub mod sink;
 pub mod source;

@@ -8,36 +8,16 @@
 //! back resumes where it stopped (or restarts, per `--replay-on-switch`).
 
 use crate::clock::SystemClock;
-use crate::config::ReplayOnSwitch;
 use crate::metrics::ProducerMetrics;
+use crate::mode_choice::{Mode, ReplayOnSwitch};
 use crate::sink::SinkCommand;
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
 use anyhow::{anyhow, Context};
 use candlepipe_model::shutdown::{self, Shutdown};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-
-/// Which source is publishing.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Replay the parquet dataset.
-    Replay,
-    /// Poll Yahoo Finance.
-    Live,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Replay => "replay",
-            Mode::Live => "live",
-        }
-    }
-}
 
 /// A request to switch, answered with the mode now running or why the switch failed.
 pub type SwitchRequest = (Mode, oneshot::Sender<Result<Mode, String>>);
