@@ -7,11 +7,15 @@
 //!   files, streamed one after the other), `cache` (small-page copies of the files whose
 //!   pages are too large for the memory budget), `merge` (all files, one time-ordered
 //!   stream), `pacing` (when each candle is due and which timestamp it carries) and
-//!   `regular` (only regular files are opened); only
-//!   `replay` and `cache` (its counts and errors) are public.
+//!   `regular` (only regular files are opened). Below them all: `row` (the row rules every
+//!   cursor applies), `file_error` (why a file cannot be read), `stats` (the live
+//!   counters), `replay_options` and `replay_error`, so that imports run one way, from
+//!   `replay` down. Only `replay` (which re-exports the types callers need) and `cache`
+//!   (its counts and errors) are public.
 //! * [`live`]: the Yahoo Finance chart API.
 
 pub mod cache;
+pub(crate) mod file_error;
 pub(crate) mod input;
 pub(crate) mod klines;
 pub mod live;
@@ -20,3 +24,7 @@ pub(crate) mod pacing;
 pub(crate) mod parquet;
 pub(crate) mod regular;
 pub mod replay;
+pub(crate) mod replay_error;
+pub(crate) mod replay_options;
+pub(crate) mod row;
+pub(crate) mod stats;

@@ -33,8 +33,10 @@
 //! low, open time out of order, …) is a *bad row*: counted, logged with its file and row
 //! number, and skipped. A file that cannot be read at all is a [`FileError`].
 
-use crate::source::regular::{self, OpenError};
-use crate::source::replay::ReplayStats;
+use crate::source::file_error::FileError;
+use crate::source::regular;
+use crate::source::row::{Admit, BadRow, Window, BAD_ROWS_LOGGED};
+use crate::source::stats::ReplayStats;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     ArrowPrimitiveType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
@@ -44,7 +46,7 @@ use arrow_array::types::{
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Schema, TimeUnit};
 use candlepipe_model::validate::{validate, validate_symbol};
-use candlepipe_model::{Candle, InvalidCandle, Source};
+use candlepipe_model::{Candle, Source};
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
@@ -52,19 +54,15 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::ProjectionMask;
 use parquet::basic::{PageType, Type as PhysicalType};
-use parquet::errors::ParquetError;
 use parquet::file::metadata::{ColumnChunkMetaData, PageIndexPolicy};
 use parquet::file::page_index::offset_index::OffsetIndexMetaData;
 use parquet::file::reader::ChunkReader;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use thiserror::Error;
 
 /// Rows per decoded record batch: small, because up to ~1000 files are open at once
 /// (each open file holds one batch, ~100 bytes a row).
 pub const BATCH_ROWS: usize = 256;
-/// Bad rows logged one by one per file and pass; the rest are counted and summarised.
-pub(crate) const BAD_ROWS_LOGGED: u64 = 10;
 
 /// The timestamp column.
 const OPEN_TIME: &str = "open_time";
@@ -76,122 +74,6 @@ const TAKER_BASE: &str = "taker_buy_base_asset_volume";
 const TAKER_QUOTE: &str = "taker_buy_quote_asset_volume";
 /// Optional float columns.
 const OPTIONAL_FLOATS: [&str; 3] = [QUOTE_VOLUME, TAKER_BASE, TAKER_QUOTE];
-
-/// Why a file cannot be replayed. Always shown after the file's path.
-#[derive(Debug, Error)]
-pub enum FileError {
-    #[error("cannot read: {0}")]
-    Io(std::io::Error),
-    #[error("file is empty (0 bytes)")]
-    Empty,
-    #[error("not a regular file: {0}; only regular files are replayed")]
-    NotRegular(String),
-    #[error("not a readable parquet file: {0}")]
-    NotParquet(ParquetError),
-    #[error("holds no rows")]
-    NoRows,
-    #[error("file name is not a usable symbol: {0}")]
-    BadSymbol(InvalidCandle),
-    #[error("missing column `{0}`")]
-    MissingColumn(&'static str),
-    #[error("column `{column}` has type {found}; expected {expected}")]
-    WrongType {
-        column: &'static str,
-        found: DataType,
-        expected: &'static str,
-    },
-    #[error("cannot decode rows from row {row} on: {cause}")]
-    Decode { row: u64, cause: ArrowError },
-    #[error("cannot set up the reader: {0}")]
-    Reader(ParquetError),
-    #[error("cannot read it to make its small-page copy for the replay cache: {0}")]
-    Convert(String),
-    /// A Binance kline file (`klines.rs`) that cannot be read.
-    #[error(transparent)]
-    Klines(#[from] crate::source::klines::KlineError),
-}
-
-impl From<OpenError> for FileError {
-    fn from(e: OpenError) -> Self {
-        match e {
-            OpenError::Io(e) => FileError::Io(e),
-            OpenError::NotRegular(what) => FileError::NotRegular(what),
-            OpenError::Empty => FileError::Empty,
-        }
-    }
-}
-
-/// Why one row was skipped.
-#[derive(Debug, Clone, PartialEq, Error)]
-pub enum BadRow {
-    #[error("column `{0}` is null")]
-    Null(&'static str),
-    #[error("open_time {value} ({unit:?}) is not a whole millisecond or out of range")]
-    OpenTimeUnit { value: i64, unit: TimeUnit },
-    #[error("column `number_of_trades` is negative or too large ({0})")]
-    Trades(i128),
-    #[error("open_time {open_time} is not after the previous row's {previous}: rows must be sorted by open_time without duplicates")]
-    OutOfOrder { open_time: i64, previous: i64 },
-    #[error("{0}")]
-    Invalid(InvalidCandle),
-}
-
-// The wrapped errors are part of the message, so they are not also a `source()`: a cause
-// chain printed with `{:#}` shows each once (see `replay.rs`'s tests). Hence plain `From`s
-// instead of thiserror's `#[from]`.
-impl From<std::io::Error> for FileError {
-    fn from(e: std::io::Error) -> Self {
-        FileError::Io(e)
-    }
-}
-
-impl From<InvalidCandle> for BadRow {
-    fn from(e: InvalidCandle) -> Self {
-        BadRow::Invalid(e)
-    }
-}
-
-/// The part of the replay a cursor delivers: `[start, end)` in original open time, ms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub start: Option<i64>,
-    pub end: Option<i64>,
-}
-
-/// What a cursor does with a valid candle (see [`Window::admit`]).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Admit {
-    /// Hand it out.
-    Emit,
-    /// Before the window: read on.
-    Skip,
-    /// At or past the window's end: the stream is done.
-    End,
-    /// Not after the stream's previous good candle: a bad row.
-    Bad(BadRow),
-}
-
-impl Window {
-    /// The order and window rules every cursor applies (parquet and kline files alike):
-    /// `previous` is the open time of the stream's last good candle, moved on to
-    /// `open_time` when the candle is in order.
-    pub fn admit(&self, open_time: i64, previous: &mut Option<i64>) -> Admit {
-        if let Some(previous) = previous.filter(|p| open_time <= *p) {
-            return Admit::Bad(BadRow::OutOfOrder {
-                open_time,
-                previous,
-            });
-        }
-        if self.end.is_some_and(|end| open_time >= end) {
-            return Admit::End;
-        }
-        *previous = Some(open_time);
-        if self.start.is_some_and(|start| open_time < start) {
-            return Admit::Skip;
-        }
-        Admit::Emit
-    }
-}
 
 /// One dataset file as known from its footer, before any data is read.
 #[derive(Debug, Clone)]
