@@ -8,9 +8,9 @@
 //! back resumes where it stopped (or restarts, per `--replay-on-switch`).
 
 use crate::clock::SystemClock;
+use crate::handoff::{CandleOut, SinkCommand};
 use crate::metrics::ProducerMetrics;
 use crate::mode_choice::{Mode, ReplayOnSwitch};
-use crate::sink::SinkCommand;
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
 use anyhow::{anyhow, Context};
@@ -170,11 +170,11 @@ impl Supervisor {
                 let mut source = self.replay.take().ok_or_else(|| {
                     anyhow!("replay is not available (the dataset could not be opened at start)")
                 })?;
-                let sink = self.sink.clone();
+                let out = CandleOut::new(self.sink.clone());
                 let metrics = self.metrics.clone();
                 Running::Replay(tokio::task::spawn_blocking(move || {
                     let stats = source.stats();
-                    let mut emit = |c| sink.blocking_send(SinkCommand::Candle(c)).is_ok();
+                    let mut emit = |c| out.blocking_send(c);
                     let result = source
                         .run(&SystemClock, &stop, &mut emit)
                         .context("replaying the dataset");
@@ -187,9 +187,9 @@ impl Supervisor {
                     .live
                     .take()
                     .ok_or_else(|| anyhow!("live mode is not available"))?;
-                let sink = self.sink.clone();
+                let out = CandleOut::new(self.sink.clone());
                 Running::Live(tokio::spawn(async move {
-                    let r = source.run(stop, sink).await;
+                    let r = source.run(stop, out).await;
                     (source, r)
                 }))
             }

@@ -1,7 +1,7 @@
 //! The Kafka sink: every candle a source emits ends up acknowledged on the topic, or the
 //! producer says loudly that it did not.
 //!
-//! Sources push [`SinkCommand`]s into a bounded channel (backpressure: a fast replay waits
+//! Sources push candles into a bounded channel ([`crate::handoff`]) (backpressure: a fast replay waits
 //! for Kafka instead of buffering the dataset in memory). The sink encodes each candle as
 //! JSON v1, keys it by symbol (per-symbol order = partition order) and hands it to an
 //! idempotent librdkafka producer (`acks=all`, lz4). Deliveries are awaited concurrently;
@@ -18,6 +18,7 @@
 //! switch uses it so the old source's candles are on Kafka before the new source starts,
 //! and shutdown uses it before exiting 0.
 
+use crate::handoff::SinkCommand;
 use crate::metrics::ProducerMetrics;
 use anyhow::Context;
 use candlepipe_model::errlog::ErrorTally;
@@ -44,15 +45,6 @@ pub fn retry_backoff(round: u32) -> Duration {
     RETRY_FIRST
         .saturating_mul(1u32.checked_shl(round).unwrap_or(u32::MAX))
         .min(RETRY_MAX)
-}
-
-/// What sources send to the sink.
-#[derive(Debug)]
-pub enum SinkCommand {
-    /// Publish this candle.
-    Candle(Candle),
-    /// Reply once every candle sent before this command is acknowledged.
-    Flush(oneshot::Sender<()>),
 }
 
 /// Producer tuning, from the binary's flags.

@@ -95,8 +95,8 @@ mod yahoo;
 
 pub use yahoo::DEFAULT_MAX_RESPONSE_BYTES;
 
+use crate::handoff::CandleOut;
 use crate::metrics::ProducerMetrics;
-use crate::sink::SinkCommand;
 use anyhow::Context;
 use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::shutdown::Shutdown;
@@ -107,7 +107,6 @@ use health::LiveHealth;
 pub use health::FAILURES_UNTIL_UNREADY;
 use poller::{poll_symbol, PollContext};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use yahoo::ChartClient;
 
@@ -189,11 +188,7 @@ impl LiveSource {
 
     /// Polls until `stop` fires, then returns once the last candle has been handed to `out`.
     /// May be called again later (after a switch back to live): it continues where it was.
-    pub async fn run(
-        &mut self,
-        mut stop: Shutdown,
-        out: mpsc::Sender<SinkCommand>,
-    ) -> anyhow::Result<()> {
+    pub async fn run(&mut self, mut stop: Shutdown, out: CandleOut) -> anyhow::Result<()> {
         let feeds = match self.feeds.take() {
             Some(f) => f,
             None => match self.resume(&mut stop).await {

@@ -11,12 +11,11 @@ use super::backoff::Backoff;
 use super::feed::{Absorbed, SymbolFeed};
 use super::health::LiveHealth;
 use super::yahoo::{ChartClient, FetchError};
+use crate::handoff::CandleOut;
 use crate::metrics::ProducerMetrics;
-use crate::sink::SinkCommand;
 use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::time::{fmt_ms, now_ms};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// What every symbol's loop shares.
@@ -35,7 +34,7 @@ pub(crate) async fn poll_symbol(
     mut feed: SymbolFeed,
     ctx: PollContext,
     mut stop: Shutdown,
-    out: mpsc::Sender<SinkCommand>,
+    out: CandleOut,
 ) -> SymbolFeed {
     let mut backoff = Backoff::for_poll_interval(ctx.poll_interval);
     let mut next = Instant::now();
@@ -64,7 +63,7 @@ pub(crate) async fn poll_symbol(
                 let absorbed = feed.absorb(&fetched.chart, fetched.market_now, window);
                 report(&feed, &absorbed, &ctx.metrics);
                 for c in absorbed.candles {
-                    if out.send(SinkCommand::Candle(c)).await.is_err() {
+                    if !out.send(c).await {
                         return feed; // the sink is gone: the producer is shutting down
                     }
                 }
