@@ -6,12 +6,14 @@
 //! [`source::live`] (Yahoo Finance chart API). [`mode`] runs one at a time ([`mode_choice`]
 //! names them) and switches on
 //! `POST /mode` ([`admin`]); [`sink`] publishes and confirms every candle, which the sources hand it through
-//! [`handoff`]; [`metrics`] and
-//! [`progress`] tell the operator what is happening.
+//! [`handoff`]; [`events`] (each writing
+//! its log line and bumping its [`metrics`] together) and [`progress`] tell the operator
+//! what is happening.
 
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod handoff;
 pub mod metrics;
 pub mod mode;

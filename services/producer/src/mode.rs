@@ -8,6 +8,7 @@
 //! back resumes where it stopped (or restarts, per `--replay-on-switch`).
 
 use crate::clock::SystemClock;
+use crate::events::{InternalEvent, ModeStarted, ModeSwitched, ReplayProgressed};
 use crate::handoff::{CandleOut, SinkCommand};
 use crate::metrics::ProducerMetrics;
 use crate::mode_choice::{Mode, ReplayOnSwitch};
@@ -128,7 +129,7 @@ impl Supervisor {
                         Ok((s, r)) => {
                             (stop, running) = (s, r);
                             mode = to;
-                            self.metrics.mode_switches.inc();
+                            ModeSwitched.emit(&self.metrics);
                             let _ = reply.send(Ok(to));
                         }
                         Err(e) => {
@@ -178,7 +179,7 @@ impl Supervisor {
                     let result = source
                         .run(&SystemClock, &stop, &mut emit)
                         .context("replaying the dataset");
-                    metrics.replay_progress.set(stats.percent_done() / 100.0);
+                    ReplayProgressed { stats: &stats }.emit(&metrics);
                     (source, result)
                 }))
             }
@@ -194,12 +195,7 @@ impl Supervisor {
                 }))
             }
         };
-        for m in [Mode::Replay, Mode::Live] {
-            self.metrics
-                .mode
-                .with_label_values(&[m.as_str()])
-                .set(i64::from(m == mode));
-        }
+        ModeStarted { mode }.emit(&self.metrics);
         self.current.send_replace(mode);
         Ok((trigger, running))
     }

@@ -16,6 +16,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Both modes.
+    pub const ALL: [Mode; 2] = [Mode::Replay, Mode::Live];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Replay => "replay",

@@ -18,8 +18,9 @@
 //! switch uses it so the old source's candles are on Kafka before the new source starts,
 //! and shutdown uses it before exiting 0.
 
+use crate::events::{CandleAcked, CandleQueued, InternalEvent, SendFailed};
 use crate::handoff::SinkCommand;
-use crate::metrics::ProducerMetrics;
+use crate::metrics::{ProducerMetrics, SendErrorKind};
 use anyhow::Context;
 use candlepipe_model::errlog::ErrorTally;
 use candlepipe_model::kafka::KafkaArgs;
@@ -195,7 +196,7 @@ impl KafkaSink {
                 }
                 cmd = rx.recv(), if open && in_sink < 100_000 => match cmd {
                     Some(SinkCommand::Candle(c)) => {
-                        self.metrics.in_flight.inc();
+                        CandleQueued.emit(&self.metrics);
                         pending.push(self.send(c, &mut buf).await?);
                     }
                     Some(SinkCommand::Flush(reply)) => flushes.push(reply),
@@ -211,10 +212,10 @@ impl KafkaSink {
     async fn send(&self, c: Candle, buf: &mut Vec<u8>) -> anyhow::Result<InFlight> {
         buf.clear();
         if let Err(e) = codec::encode(&c, time::now_ms(), buf) {
-            self.metrics
-                .send_errors
-                .with_label_values(&["encode"])
-                .inc();
+            SendFailed {
+                kind: SendErrorKind::Encode,
+            }
+            .emit(&self.metrics);
             return Err(e).with_context(|| {
                 format!("encoding {} at {}", c.symbol, time::fmt_ms(c.open_time))
             });
@@ -232,7 +233,10 @@ impl KafkaSink {
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Err((e, _)) => {
-                    self.metrics.send_errors.with_label_values(&["queue"]).inc();
+                    SendFailed {
+                        kind: SendErrorKind::Queue,
+                    }
+                    .emit(&self.metrics);
                     return Err(e).with_context(|| format!("sending {} to Kafka", c.symbol));
                 }
             }
@@ -253,25 +257,19 @@ impl KafkaSink {
     ) -> Option<(Candle, KafkaError)> {
         match result {
             Ok(()) => {
-                self.metrics.in_flight.dec();
                 summary.acked += 1;
-                self.metrics
-                    .delivery_latency
-                    .observe(start.elapsed().as_secs_f64());
-                self.metrics
-                    .candles_sent
-                    .with_label_values(&[c.source.as_str()])
-                    .inc();
-                self.metrics
-                    .last_candle_time
-                    .set(c.open_time as f64 / 1000.0);
+                CandleAcked {
+                    candle: &c,
+                    latency: start.elapsed(),
+                }
+                .emit(&self.metrics);
                 None
             }
             Err(e) => {
-                self.metrics
-                    .send_errors
-                    .with_label_values(&["delivery"])
-                    .inc();
+                SendFailed {
+                    kind: SendErrorKind::Delivery,
+                }
+                .emit(&self.metrics);
                 Some((c, e))
             }
         }

@@ -71,20 +71,6 @@
 //! the fake Yahoo used by the tests is checked against its `HistoryBuilder`, an independent
 //! reader of Yahoo's chart format.
 
-/// Every `kind` label of `candlepipe_producer_live_fetch_errors_total`: the fetch failures
-/// and `invalid_candle` for bars that fail validation.
-pub const FETCH_ERROR_KINDS: [&str; 9] = [
-    "http_429",
-    "http_5xx",
-    "http_4xx",
-    "timeout",
-    "connect",
-    "malformed",
-    "api_error",
-    "too_large",
-    "invalid_candle",
-];
-
 mod backoff;
 mod chart;
 mod feed;
@@ -159,9 +145,6 @@ impl LiveSource {
         }
         let client = ChartClient::new(opts.base_url.as_deref(), opts.request_timeout)?
             .with_max_body(opts.max_response_bytes);
-        for kind in ["http_429", "http_5xx", "timeout", "connect", "malformed"] {
-            metrics.live_fetch_errors.with_label_values(&[kind]);
-        }
         let ctx = PollContext {
             client,
             metrics,
