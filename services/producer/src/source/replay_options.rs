@@ -6,7 +6,8 @@ use crate::source::pacing::Speed;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything the replay is told by the command line (see DESIGN.md for the flags).
+/// Everything the replay is told by the command line (the README's Configuration table
+/// lists the flags).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayOptions {
     /// Folder holding `BASE-QUOTE.parquet` files and/or Binance kline files
