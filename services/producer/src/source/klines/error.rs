@@ -5,7 +5,8 @@
 use super::line::BadLine;
 use thiserror::Error;
 
-/// Why a kline file cannot be replayed (inside a [`FileError`], after the file's path).
+/// Why a kline file cannot be replayed (inside a
+/// [`FileError`](crate::source::file_error::FileError), after the file's path).
 #[derive(Debug, Error)]
 pub enum KlineError {
     #[error("file name is not a Binance kline file name (SYMBOL-1m-YYYY-MM or SYMBOL-1m-YYYY-MM-DD, then .csv or .zip)")]
