@@ -13,6 +13,7 @@
 //! acknowledged before it commits the source offsets: a poison message is never "handled" by
 //! being forgotten.
 
+use crate::metrics::Stage;
 use anyhow::Context;
 use candlepipe_model::kafka::KafkaArgs;
 use futures::future::try_join_all;
@@ -32,7 +33,8 @@ pub struct DeadLetter {
     pub error: String,
     /// Short, fixed reason (`too_large`, `malformed_json`, `future`, `rejected`, ...).
     pub reason: &'static str,
-    pub stage: &'static str,
+    /// Where the pipeline gave up on it (the `stage` header and metrics label).
+    pub stage: Stage,
     pub source_partition: Option<i32>,
     pub source_offset: Option<i64>,
 }
@@ -87,7 +89,7 @@ impl DeadLetters {
                 })
                 .insert(Header {
                     key: "stage",
-                    value: Some(l.stage.as_bytes()),
+                    value: Some(l.stage.as_str().as_bytes()),
                 })
                 .insert(Header {
                     key: "source-topic",

@@ -31,9 +31,11 @@
 //! Encoding is the largest share of the consumer's CPU per candle (about 2.3 lines of 10 to
 //! 12 floats each, ~780 bytes), and formatting the floats is most of that, so the rest is
 //! kept thin: constant names copied without a scan, the symbol checked with one table lookup
-//! per byte, fields written straight into the output, `bb_mid`'s text copied from `sma_20`
-//! (the same value by definition), and the batch's text buffer reserved once at its
-//! expected size.
+//! per byte, each line written into a slice with room for the longest line (no capacity
+//! check or `memcpy` call per piece, see `encode_into`), `bb_mid`'s text copied from
+//! `sma_20` (the same value by definition), a candle price written a few lines earlier
+//! copied from the batch's memo rather than formatted again (`FloatMemo`), and the batch's
+//! text buffer reserved once at its expected size.
 //!
 //! [`parse_line`] is a small, separate parser of the same grammar (InfluxDB 1.x semantics),
 //! written from the spec rather than from the encoder, so that tests and the fuzz target can
@@ -67,17 +69,43 @@ pub struct EncodeError {
 /// by line protocol without changing its meaning.
 pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
     let start = out.len();
-    let result = match point {
-        Point::Candle(c) => encode_candle(c, out),
-        Point::Indicator(i) => encode_indicator(i, out),
-    };
-    match result {
-        Ok(true) => Ok(true),
-        other => {
-            out.truncate(start);
-            other
-        }
+    out.resize(start + max_line_bytes(point), 0);
+    let written = encode_into(point, &mut out[start..], &mut FloatMemo::default());
+    out.truncate(start + *written.as_ref().unwrap_or(&0));
+    written.map(|len| len > 0)
+}
+
+/// Writes `point`'s line at the start of `buf`, which has room for [`max_line_bytes`], and
+/// returns its length: 0 when the point has no field to write. What it leaves in `buf`
+/// after an error or past the line is garbage, for the caller to drop.
+///
+/// Lines are written into a slice the caller made long enough, not appended to a `Vec`:
+/// a line is ~25 pieces (names, floats, separators), and appending each one to a `Vec`
+/// costs a capacity check per piece and a call to `memcpy` per piece of varying length.
+/// In a slice the constant names become a few stores and a float's text two fixed-size
+/// copies ([`copy_short`]). [`EncodedPoints::refill`] reuses one line's room for a whole
+/// batch, so the zero-filling a safe slice needs happens once per batch.
+///
+/// `memo` remembers the text of recent candle prices (see [`FloatMemo`]).
+fn encode_into(point: &Point, buf: &mut [u8], memo: &mut FloatMemo) -> Result<usize, EncodeError> {
+    match point {
+        Point::Candle(c) => encode_candle(c, buf, memo),
+        Point::Indicator(i) => encode_indicator(i, buf),
     }
+}
+
+/// Room for every tag of a line except the symbol's value: the longest is
+/// `indicator,interval=15m,source=replay,symbol=` (44 bytes; a test checks the bound).
+const MAX_TAGS_BYTES: usize = 64;
+
+/// The most bytes `point`'s line can take: the tags, the symbol with every byte escaped,
+/// and the longest fields.
+fn max_line_bytes(point: &Point) -> usize {
+    let symbol = match point {
+        Point::Candle(c) => c.symbol.len(),
+        Point::Indicator(i) => i.symbol.len(),
+    };
+    MAX_TAGS_BYTES + 2 * symbol + MAX_FIELDS_BYTES
 }
 
 /// The line protocol text of many points, with where each line came from.
@@ -134,15 +162,27 @@ impl EncodedPoints {
         self.empty = 0;
         self.text.reserve(points.len() * TYPICAL_LINE_BYTES);
         self.lines.reserve(points.len());
+        // Each line is written into `line` (zero-filled once per batch, see `encode_into`)
+        // and appended from there in one copy: zero-filling room in `text` instead measured
+        // slower, as that touches the whole batch's memory twice.
+        let mut line = Vec::new();
+        let mut memo = FloatMemo::batch();
         for (i, p) in points.iter().enumerate() {
-            let start = self.text.len();
-            match encode(p, &mut self.text) {
-                Ok(true) => self.lines.push(EncodedLine {
-                    point: i,
-                    measurement: p.measurement(),
-                    span: start..self.text.len(),
-                }),
-                Ok(false) => self.empty += 1,
+            let room = max_line_bytes(p);
+            if line.len() < room {
+                line.resize(room, 0);
+            }
+            match encode_into(p, &mut line, &mut memo) {
+                Ok(0) => self.empty += 1,
+                Ok(len) => {
+                    let start = self.text.len();
+                    self.text.extend_from_slice(&line[..len]);
+                    self.lines.push(EncodedLine {
+                        point: i,
+                        measurement: p.measurement(),
+                        span: start..start + len,
+                    });
+                }
                 Err(e) => self.unencodable.push((i, e)),
             }
         }
@@ -173,19 +213,33 @@ const INDICATOR_PREFIX: &[u8] = b"indicator,interval=";
 const SOURCE_TAG: &[u8] = b",source=";
 const SYMBOL_TAG: &[u8] = b",symbol=";
 
-fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
+/// Copies `bytes` to `buf` at `*len` and moves `*len` past them.
+#[inline(always)]
+fn put(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    buf[*len..*len + bytes.len()].copy_from_slice(bytes);
+    *len += bytes.len();
+}
+
+fn encode_candle(
+    c: &CandlePoint,
+    buf: &mut [u8],
+    memo: &mut FloatMemo,
+) -> Result<usize, EncodeError> {
     // Tags sorted by key: interval, source, symbol.
-    out.extend_from_slice(CANDLE_PREFIX);
-    out.extend_from_slice(c.interval.as_str().as_bytes());
-    out.extend_from_slice(SOURCE_TAG);
-    out.extend_from_slice(c.source.as_str().as_bytes());
-    out.extend_from_slice(SYMBOL_TAG);
-    write_tag_value(out, "symbol", &c.symbol)?;
-    let mut fields = FieldWriter::begin(out);
-    fields.float(b"open=", c.open);
-    fields.float(b"high=", c.high);
-    fields.float(b"low=", c.low);
-    fields.float(b"close=", c.close);
+    let mut len = 0;
+    put(buf, &mut len, CANDLE_PREFIX);
+    len += copy_short(&mut buf[len..], c.interval.as_str().as_bytes());
+    put(buf, &mut len, SOURCE_TAG);
+    len += copy_short(&mut buf[len..], c.source.as_str().as_bytes());
+    put(buf, &mut len, SYMBOL_TAG);
+    len += write_tag_value(&mut buf[len..], "symbol", &c.symbol)?;
+    let mut fields = FieldWriter::begin(buf, len);
+    // Prices repeat: a candle usually opens at the previous close, and a window's open,
+    // high, low and close are its candles' values, encoded a few lines earlier.
+    fields.memo_float(b"open=", c.open, memo);
+    fields.memo_float(b"high=", c.high, memo);
+    fields.memo_float(b"low=", c.low, memo);
+    fields.memo_float(b"close=", c.close, memo);
     fields.float(b"volume=", c.volume);
     fields.opt_float(b"quote_volume=", c.quote_volume);
     if let Some(trades) = c.trades {
@@ -197,17 +251,18 @@ fn encode_candle(c: &CandlePoint, out: &mut Vec<u8>) -> Result<bool, EncodeError
     Ok(fields.finish(c.time))
 }
 
-fn encode_indicator(p: &IndicatorPoint, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
-    out.extend_from_slice(INDICATOR_PREFIX);
-    out.extend_from_slice(p.interval.as_str().as_bytes());
+fn encode_indicator(p: &IndicatorPoint, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    let mut len = 0;
+    put(buf, &mut len, INDICATOR_PREFIX);
+    len += copy_short(&mut buf[len..], p.interval.as_str().as_bytes());
     if let Some(source) = p.source {
-        out.extend_from_slice(SOURCE_TAG);
-        out.extend_from_slice(source.as_str().as_bytes());
+        put(buf, &mut len, SOURCE_TAG);
+        len += copy_short(&mut buf[len..], source.as_str().as_bytes());
     }
-    out.extend_from_slice(SYMBOL_TAG);
-    write_tag_value(out, "symbol", &p.symbol)?;
+    put(buf, &mut len, SYMBOL_TAG);
+    len += write_tag_value(&mut buf[len..], "symbol", &p.symbol)?;
     // Schema order, as IndicatorPoint::fields lists them.
-    let mut fields = FieldWriter::begin(out);
+    let mut fields = FieldWriter::begin(buf, len);
     let sma_20 = p.sma_20.and_then(|v| fields.float(b"sma_20=", v));
     fields.opt_float(b"ema_12=", p.ema_12);
     fields.opt_float(b"ema_26=", p.ema_26);
@@ -234,33 +289,41 @@ type WrittenFloat = (u64, Range<usize>);
 /// timestamp and the newline.
 const MAX_FIELDS_BYTES: usize = 12 * (1 + 16 + 24) + 1 + 20 + 1;
 
-/// Writes the fields and the timestamp of one line, after its tags, straight into the
-/// output (reserved once per line, so no push reallocates mid-line).
+/// Writes the fields and the timestamp of one line, after its tags, into the line's room
+/// (see [`encode_into`]).
 ///
 /// Every field is written with a leading `,` and [`FieldWriter::finish`] turns the first
 /// one into the space between tags and fields, so leaving out a non-finite field needs no
 /// bookkeeping. Keys are passed with their `=` (`b"open="`), constants that need no escaping.
 struct FieldWriter<'a> {
-    out: &'a mut Vec<u8>,
+    buf: &'a mut [u8],
     /// Where the first field's separator is (or would be).
     start: usize,
+    len: usize,
     floats: zmij::Buffer,
 }
 
 impl<'a> FieldWriter<'a> {
-    fn begin(out: &'a mut Vec<u8>) -> Self {
-        out.reserve(MAX_FIELDS_BYTES);
-        let start = out.len();
+    /// Fields written into `buf` from `start` on, which leaves room for [`MAX_FIELDS_BYTES`].
+    fn begin(buf: &'a mut [u8], start: usize) -> Self {
         FieldWriter {
-            out,
+            buf,
             start,
+            len: start,
             floats: zmij::Buffer::new(),
         }
     }
 
+    /// Appends `bytes`; with a constant key inlined, a few stores.
     #[inline(always)]
     fn put(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        put(self.buf, &mut self.len, bytes);
+    }
+
+    /// Appends a short text of varying length (an integer); see [`copy_short`].
+    #[inline(always)]
+    fn put_short(&mut self, bytes: &[u8]) {
+        self.len += copy_short(&mut self.buf[self.len..], bytes);
     }
 
     /// A float field; a non-finite value is left out. Returns what was written, for
@@ -272,30 +335,40 @@ impl<'a> FieldWriter<'a> {
         }
         self.put(b",");
         self.put(key);
-        let start = self.out.len();
+        let start = self.len;
         let text = self.floats.format_finite(value).as_bytes();
+        self.len += copy_short(&mut self.buf[start..], text);
         // zmij spells a positive exponent `1e+16`, ryu `1e16`: both are valid line
         // protocol, but the `+` is dropped so the text stays what it was with ryu (stored
         // corpora and fixtures keep matching; a test compares the two). Both use an
         // exponent only from 1e16 up (or below 1e-5, `e-`), and it has at most 3 digits,
         // so a `+` can only be among the last 4 bytes of such a value.
-        let plus = if value.abs() >= 1e16 {
-            let tail = text.len() - 4;
-            text[tail..]
-                .iter()
-                .position(|&b| b == b'+')
-                .map(|i| tail + i)
-        } else {
-            None
-        };
-        match plus {
-            None => self.out.extend_from_slice(text),
-            Some(i) => {
-                self.out.extend_from_slice(&text[..i]);
-                self.out.extend_from_slice(&text[i + 1..]);
+        if value.abs() >= 1e16 {
+            let tail = self.len - 4;
+            if let Some(i) = self.buf[tail..self.len].iter().position(|&b| b == b'+') {
+                self.buf.copy_within(tail + i + 1..self.len, tail + i);
+                self.len -= 1;
             }
         }
-        Some((value.to_bits(), start..self.out.len()))
+        Some((value.to_bits(), start..self.len))
+    }
+
+    /// [`FieldWriter::float`], taking the text from `memo` when the same value was written
+    /// recently, and leaving it there otherwise.
+    #[inline(always)]
+    fn memo_float(&mut self, key: &[u8], value: f64, memo: &mut FloatMemo) {
+        let Some(slot) = memo.slot(value.to_bits()) else {
+            self.float(key, value);
+            return;
+        };
+        if slot.bits == value.to_bits() {
+            self.put(b",");
+            self.put(key);
+            self.len += copy_short(&mut self.buf[self.len..], &slot.text[..slot.len]);
+        } else if let Some((bits, span)) = self.float(key, value) {
+            slot.bits = bits;
+            slot.len = copy_short(&mut slot.text, &self.buf[span]);
+        }
     }
 
     #[inline(always)]
@@ -313,7 +386,9 @@ impl<'a> FieldWriter<'a> {
             Some((bits, span)) if bits == value.to_bits() => {
                 self.put(b",");
                 self.put(key);
-                self.out.extend_from_within(span);
+                let at = self.len;
+                self.len += span.len();
+                self.buf.copy_within(span, at);
             }
             _ => {
                 self.float(key, value);
@@ -333,23 +408,134 @@ impl<'a> FieldWriter<'a> {
         self.put(b",");
         self.put(key.as_bytes());
         self.put(b"=");
-        self.put(itoa::Buffer::new().format(value).as_bytes());
+        self.put_short(itoa::Buffer::new().format(value).as_bytes());
         self.put(b"i");
         Ok(())
     }
 
-    /// Ends the line with the timestamp; false when no field was written (nothing was
-    /// appended; the caller drops the tags written so far).
-    fn finish(mut self, time_ms: i64) -> bool {
-        if self.out.len() == self.start {
-            return false;
+    /// Ends the line with the timestamp; returns the line's length, or 0 when no field was
+    /// written (the caller drops the tags written so far).
+    fn finish(mut self, time_ms: i64) -> usize {
+        if self.len == self.start {
+            return 0;
         }
-        self.out[self.start] = b' ';
+        self.buf[self.start] = b' ';
         self.put(b" ");
-        self.put(itoa::Buffer::new().format(time_ms).as_bytes());
+        self.len += write_time(&mut self.buf[self.len..], time_ms);
         self.put(b"\n");
-        true
+        self.len
     }
+}
+
+/// log2 of the slots of the [`FloatMemo`] of a batch: 512 slots, 20 KiB, which hold most
+/// prices of the last hour of a symbol's 1m candles (an hour window's open was written ~60
+/// candle lines earlier).
+const MEMO_BITS: u32 = 9;
+
+/// The line protocol text of recently written float values, by their bits: a direct-mapped
+/// cache, so a value's text is the one formatted for the same bits, never another's.
+///
+/// Why: float formatting is the largest cost of encoding, and candle prices repeat. A 1m
+/// candle usually opens at the previous candle's close, and every 5m/15m/1h window's open,
+/// high, low and close are values of its 1m candles, encoded a few lines before it (the
+/// aggregator flushes a window right after its candles). A lookup costs a multiply and a
+/// compare; a hit saves a shortest round-trip formatting. Only candle prices use it:
+/// indicator values are computed and rarely repeat.
+#[derive(Default)]
+struct FloatMemo {
+    /// Empty for a single line ([`encode`]): every lookup misses, nothing is kept.
+    slots: Vec<MemoSlot>,
+}
+
+struct MemoSlot {
+    /// `u64::MAX` (a NaN, never looked up: only finite values are written) when empty.
+    bits: u64,
+    len: usize,
+    text: [u8; 24],
+}
+
+impl FloatMemo {
+    /// A memo for the lines of one batch.
+    fn batch() -> Self {
+        let empty = || MemoSlot {
+            bits: u64::MAX,
+            len: 0,
+            text: [0; 24],
+        };
+        FloatMemo {
+            slots: std::iter::repeat_with(empty).take(1 << MEMO_BITS).collect(),
+        }
+    }
+
+    /// The slot where the text of `bits` is, or would go; `None` without slots.
+    #[inline(always)]
+    fn slot(&mut self, bits: u64) -> Option<&mut MemoSlot> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        // Fibonacci hashing: the top bits of the product depend on every bit of the value.
+        let hash = bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - MEMO_BITS);
+        self.slots.get_mut(hash as usize)
+    }
+}
+
+/// Writes the timestamp `ms` in decimal at the start of `dst` and returns its length.
+///
+/// Every line ends with one, and they are 13-digit milliseconds (from 2001-09-09 to
+/// 2286-11-20): those are written as 5 + 8 digits, each group in one go ([`eight_digits`]),
+/// at about half the cost of the general integer formatting (`itoa`) that takes the rest.
+#[inline(always)]
+fn write_time(dst: &mut [u8], ms: i64) -> usize {
+    if !(1_000_000_000_000..10_000_000_000_000).contains(&ms) {
+        return copy_short(dst, itoa::Buffer::new().format(ms).as_bytes());
+    }
+    let ms = ms as u64; // positive, checked above
+    let high = eight_digits((ms / 100_000_000) as u32); // 000ddddd
+    dst[..5].copy_from_slice(&high[3..]);
+    dst[5..13].copy_from_slice(&eight_digits((ms % 100_000_000) as u32));
+    13
+}
+
+/// The 8 decimal digits of `x` (below 10^8, zero-padded) as ASCII, computed in the lanes of
+/// one 64-bit word (SWAR): the two 4-digit halves, then four 2-digit pairs, then the eight
+/// digits, each step a multiply and a shift in place of a division per lane.
+#[inline(always)]
+fn eight_digits(x: u32) -> [u8; 8] {
+    let x = u64::from(x);
+    // 32-bit lanes, the first digits in the low lane (the first byte, little-endian)
+    let fours = (x / 10_000) | ((x % 10_000) << 32);
+    // v / 100 for v < 10^4 is v * 10486 >> 20
+    let hundreds = ((fours * 10_486) >> 20) & 0x0000_007F_0000_007F;
+    let pairs = hundreds | ((fours - hundreds * 100) << 16);
+    // v / 10 for v < 100 is v * 103 >> 10
+    let tens = ((pairs * 103) >> 10) & 0x000F_000F_000F_000F;
+    let digits = tens | ((pairs - tens * 10) << 8);
+    (digits | 0x3030_3030_3030_3030).to_le_bytes()
+}
+
+/// Copies `bytes` to the start of `dst` and returns its length. Up to 24 bytes (a float's
+/// or an integer's text) are two fixed-size copies that overlap in the middle, which the
+/// compiler turns into a few loads and stores instead of a call to `memcpy`.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    let dst = &mut dst[..n];
+    match n {
+        16..=24 => {
+            dst[..16].copy_from_slice(&bytes[..16]);
+            dst[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        }
+        8..=15 => {
+            dst[..8].copy_from_slice(&bytes[..8]);
+            dst[n - 8..].copy_from_slice(&bytes[n - 8..]);
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&bytes[..4]);
+            dst[n - 4..].copy_from_slice(&bytes[n - 4..]);
+        }
+        _ => dst.copy_from_slice(bytes),
+    }
+    n
 }
 
 /// Whether a byte can be copied into any name as it is: not a control character, not a
@@ -365,14 +551,15 @@ const PLAIN: [bool; 256] = {
     plain
 };
 
-/// Writes the value of tag `key`, escaping [`TAG_VALUE_SPECIALS`], or refuses it.
-fn write_tag_value(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), EncodeError> {
+/// Writes the value of tag `key` at the start of `dst` (room for twice its length),
+/// escaping [`TAG_VALUE_SPECIALS`], and returns how many bytes it took; or refuses it.
+fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, EncodeError> {
     let specials = TAG_VALUE_SPECIALS;
     let bytes = value.as_bytes();
     // The common case (every symbol that passed validation): nothing to escape or refuse.
     if !bytes.is_empty() && bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
-        out.extend_from_slice(bytes);
-        return Ok(());
+        dst[..bytes.len()].copy_from_slice(bytes);
+        return Ok(bytes.len());
     }
     let refuse = |reason| {
         Err(EncodeError {
@@ -401,370 +588,25 @@ fn write_tag_value(out: &mut Vec<u8>, key: &str, value: &str) -> Result<(), Enco
         plain &= !specials.contains(&b);
     }
     if plain {
-        out.extend_from_slice(bytes);
-    } else {
-        for &b in bytes {
-            if specials.contains(&b) {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
+        dst[..bytes.len()].copy_from_slice(bytes);
+        return Ok(bytes.len());
     }
-    Ok(())
-}
-
-/// A field value as line protocol spells it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FieldValue {
-    /// `1.5`, `-2e-7`, `3`
-    Float(f64),
-    /// `42i`
-    Int(i64),
-    /// `42u`
-    UInt(u64),
-    /// `"text"`
-    Str(String),
-    /// `t`, `true`, `F`, ...
-    Bool(bool),
-}
-
-/// One parsed line: names unescaped, fields typed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParsedLine {
-    pub measurement: String,
-    /// In the order they appear.
-    pub tags: Vec<(String, String)>,
-    /// In the order they appear.
-    pub fields: Vec<(String, FieldValue)>,
-    /// As written (the unit is the request's precision); `None` when absent.
-    pub timestamp: Option<i64>,
-}
-
-impl ParsedLine {
-    /// The line `point` must read back as, built from the point's fields directly rather
-    /// than through the encoder: the oracle of round-trip tests and the fuzz target. Tags are
-    /// sorted by key; non-finite fields are absent (they are never written).
-    pub fn expected_for(point: &Point) -> ParsedLine {
-        let float = |k: &str, v: f64| (k.to_owned(), FieldValue::Float(v));
-        let tag = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        let (measurement, mut tags, fields, time) = match point {
-            Point::Candle(c) => {
-                let mut fields = vec![
-                    float("open", c.open),
-                    float("high", c.high),
-                    float("low", c.low),
-                    float("close", c.close),
-                    float("volume", c.volume),
-                ];
-                fields.extend(c.quote_volume.map(|v| float("quote_volume", v)));
-                fields.extend(
-                    c.trades
-                        .map(|t| ("trades".to_owned(), FieldValue::Int(t as i64))),
-                );
-                fields.extend(c.taker_buy_base.map(|v| float("taker_buy_base", v)));
-                fields.extend(c.taker_buy_quote.map(|v| float("taker_buy_quote", v)));
-                fields.extend(c.vwap.map(|v| float("vwap", v)));
-                let tags = vec![
-                    tag("symbol", &c.symbol),
-                    tag("interval", c.interval.as_str()),
-                    tag("source", c.source.as_str()),
-                ];
-                (crate::point::CANDLE_MEASUREMENT, tags, fields, c.time)
-            }
-            Point::Indicator(i) => {
-                let mut tags = vec![
-                    tag("symbol", &i.symbol),
-                    tag("interval", i.interval.as_str()),
-                ];
-                tags.extend(i.source.map(|s| tag("source", s.as_str())));
-                let fields = i.fields().map(|(k, v)| float(k, v)).collect();
-                (crate::point::INDICATOR_MEASUREMENT, tags, fields, i.time)
-            }
-        };
-        tags.sort();
-        let fields = fields
-            .into_iter()
-            .filter(|(_, v)| !matches!(v, FieldValue::Float(x) if !x.is_finite()))
-            .collect();
-        ParsedLine {
-            measurement: measurement.to_owned(),
-            tags,
-            fields,
-            timestamp: Some(time),
+    let mut len = 0;
+    for &b in bytes {
+        if specials.contains(&b) {
+            dst[len] = b'\\';
+            len += 1;
         }
+        dst[len] = b;
+        len += 1;
     }
-}
-
-/// Why a line does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid line protocol at byte {offset}: {reason}")]
-pub struct ParseError {
-    /// Byte offset in the line where parsing failed.
-    pub offset: usize,
-    pub reason: &'static str,
-}
-
-/// Parses one line of line protocol (without its trailing newline), with InfluxDB 1.x's
-/// rules: a backslash makes the next byte part of the name, and `\,` `\ ` (and `\=` in
-/// keys and tag values) unescape to the character; any other backslash stays as it is.
-pub fn parse_line(line: &str) -> Result<ParsedLine, ParseError> {
-    let mut p = LineParser {
-        s: line.as_bytes(),
-        i: 0,
-    };
-    let measurement = p.name(&MEASUREMENT_NAME)?;
-    let mut tags = Vec::new();
-    while p.peek() == Some(b',') {
-        p.i += 1;
-        let key = p.name(&TAG_KEY)?;
-        p.expect(b'=', "expected = after a tag key")?;
-        let value = p.name(&TAG_VALUE)?;
-        tags.push((key, value));
-    }
-    p.expect(b' ', "expected a space before the fields")?;
-    let mut fields = Vec::new();
-    loop {
-        let key = p.name(&FIELD_KEY)?;
-        p.expect(b'=', "expected = after a field key")?;
-        let value = p.field_value()?;
-        fields.push((key, value));
-        if p.peek() != Some(b',') {
-            break;
-        }
-        p.i += 1;
-    }
-    let timestamp = match p.peek() {
-        None => None,
-        Some(b' ') => {
-            p.i += 1;
-            let start = p.i;
-            let text = p.token();
-            Some(
-                text.parse::<i64>()
-                    .ok()
-                    .filter(|_| !text.starts_with('+'))
-                    .ok_or(ParseError {
-                        offset: start,
-                        reason: "timestamp is not a 64-bit integer",
-                    })?,
-            )
-        }
-        Some(_) => return p.fail("unexpected byte after the fields"),
-    };
-    if p.i != p.s.len() {
-        return p.fail("unexpected text after the timestamp");
-    }
-    Ok(ParsedLine {
-        measurement,
-        tags,
-        fields,
-        timestamp,
-    })
-}
-
-/// How one kind of name is delimited and unescaped (InfluxDB 1.x `models` package rules).
-struct NameRule {
-    /// Unescaped bytes that end the name.
-    ends_at: &'static [u8],
-    /// Unescaped bytes that make the line invalid.
-    forbidden: &'static [u8],
-    forbidden_why: &'static str,
-    /// Bytes whose backslash escape is removed.
-    unescapes: &'static [u8],
-    empty_why: &'static str,
-}
-
-const MEASUREMENT_NAME: NameRule = NameRule {
-    ends_at: b", ",
-    forbidden: b"",
-    forbidden_why: "",
-    unescapes: b", ",
-    empty_why: "empty measurement",
-};
-const TAG_KEY: NameRule = NameRule {
-    ends_at: b"=",
-    forbidden: b", ",
-    forbidden_why: "tag key without a value",
-    unescapes: b",= ",
-    empty_why: "empty tag key",
-};
-const TAG_VALUE: NameRule = NameRule {
-    ends_at: b", ",
-    forbidden: b"=",
-    forbidden_why: "unescaped = in a tag value",
-    unescapes: b",= ",
-    empty_why: "empty tag value",
-};
-const FIELD_KEY: NameRule = NameRule {
-    ends_at: b"=",
-    forbidden: b", ",
-    forbidden_why: "field key without a value",
-    unescapes: b",= ",
-    empty_why: "empty field key",
-};
-
-struct LineParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl LineParser<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
-    }
-
-    fn fail<T>(&self, reason: &'static str) -> Result<T, ParseError> {
-        Err(ParseError {
-            offset: self.i,
-            reason,
-        })
-    }
-
-    fn expect(&mut self, b: u8, reason: &'static str) -> Result<(), ParseError> {
-        if self.peek() != Some(b) {
-            return self.fail(reason);
-        }
-        self.i += 1;
-        Ok(())
-    }
-
-    /// A name read by `rule`: it ends at an unescaped byte of `rule.ends_at`, `\\x` turns
-    /// into x for x in `rule.unescapes`, and any other backslash stays.
-    fn name(&mut self, rule: &NameRule) -> Result<String, ParseError> {
-        let start = self.i;
-        let mut out = Vec::new();
-        while let Some(b) = self.peek() {
-            if rule.ends_at.contains(&b) {
-                break;
-            }
-            if b.is_ascii_control() {
-                return self.fail("control character inside a name");
-            }
-            if rule.forbidden.contains(&b) {
-                return self.fail(rule.forbidden_why);
-            }
-            if b == b'\\' {
-                let Some(next) = self.s.get(self.i + 1).copied() else {
-                    return self.fail("line ends in a backslash");
-                };
-                if next.is_ascii_control() {
-                    return self.fail("control character inside a name");
-                }
-                if !rule.unescapes.contains(&next) {
-                    out.push(b'\\');
-                }
-                out.push(next);
-                self.i += 2;
-                continue;
-            }
-            out.push(b);
-            self.i += 1;
-        }
-        if self.i == start {
-            return self.fail(rule.empty_why);
-        }
-        String::from_utf8(out).map_err(|_| ParseError {
-            offset: start,
-            reason: "name is not UTF-8",
-        })
-    }
-
-    /// Bytes up to (not including) the next space, comma or the end.
-    fn token(&mut self) -> &str {
-        let start = self.i;
-        while let Some(b) = self.peek() {
-            if b == b' ' || b == b',' {
-                break;
-            }
-            self.i += 1;
-        }
-        // The line came from a &str and we split at ASCII bytes, so this is valid UTF-8.
-        std::str::from_utf8(&self.s[start..self.i]).unwrap_or("")
-    }
-
-    fn field_value(&mut self) -> Result<FieldValue, ParseError> {
-        if self.peek() == Some(b'"') {
-            return self.string_value();
-        }
-        let start = self.i;
-        let text = self.token();
-        let bad = |reason| ParseError {
-            offset: start,
-            reason,
-        };
-        if text.is_empty() {
-            return Err(bad("empty field value"));
-        }
-        match text {
-            "t" | "T" | "true" | "True" | "TRUE" => return Ok(FieldValue::Bool(true)),
-            "f" | "F" | "false" | "False" | "FALSE" => return Ok(FieldValue::Bool(false)),
-            _ => {}
-        }
-        if let Some(int) = text.strip_suffix('i') {
-            return int
-                .parse::<i64>()
-                .ok()
-                .filter(|_| !int.starts_with('+'))
-                .map(FieldValue::Int)
-                .ok_or(bad("integer field is not a 64-bit signed integer"));
-        }
-        if let Some(uint) = text.strip_suffix('u') {
-            return uint
-                .parse::<u64>()
-                .ok()
-                .filter(|_| !uint.starts_with('+'))
-                .map(FieldValue::UInt)
-                .ok_or(bad("unsigned field is not a 64-bit unsigned integer"));
-        }
-        // Rust also accepts "inf" and "NaN", which line protocol does not: check the charset.
-        let numeric = text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
-        let first_ok = text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '.');
-        match text.parse::<f64>() {
-            Ok(v) if numeric && first_ok && v.is_finite() => Ok(FieldValue::Float(v)),
-            _ => Err(bad("field value is not a number, boolean or string")),
-        }
-    }
-
-    fn string_value(&mut self) -> Result<FieldValue, ParseError> {
-        let start = self.i;
-        self.i += 1; // opening quote
-        let mut out = Vec::new();
-        loop {
-            match self.peek() {
-                None => {
-                    return Err(ParseError {
-                        offset: start,
-                        reason: "unterminated string field",
-                    })
-                }
-                Some(b'"') => {
-                    self.i += 1;
-                    break;
-                }
-                Some(b'\\') if matches!(self.s.get(self.i + 1), Some(b'"' | b'\\')) => {
-                    out.push(self.s[self.i + 1]);
-                    self.i += 2;
-                }
-                Some(b) => {
-                    out.push(b);
-                    self.i += 1;
-                }
-            }
-        }
-        String::from_utf8(out)
-            .map(FieldValue::Str)
-            .map_err(|_| ParseError {
-                offset: start,
-                reason: "string field is not UTF-8",
-            })
-    }
+    Ok(len)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lineproto_parse::{parse_line, FieldValue, ParsedLine};
     use candlepipe_model::{Interval, Source};
     use proptest::prelude::*;
     use std::sync::Arc;
@@ -982,39 +824,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_parser_reads_influxdb_examples() {
-        let p = parse_line(r#"w\ x,t\=k=v\,1 s="a \"q\" \\",b=t,u=7u,i=-3i,f=-1.5e-7 17"#).unwrap();
-        assert_eq!(p.measurement, "w x");
-        assert_eq!(p.tags, [("t=k".to_owned(), "v,1".to_owned())]);
-        assert_eq!(
-            p.fields,
-            [
-                ("s".to_owned(), FieldValue::Str(r#"a "q" \"#.to_owned())),
-                ("b".to_owned(), FieldValue::Bool(true)),
-                ("u".to_owned(), FieldValue::UInt(7)),
-                ("i".to_owned(), FieldValue::Int(-3)),
-                ("f".to_owned(), FieldValue::Float(-1.5e-7)),
-            ]
-        );
-        assert_eq!(p.timestamp, Some(17));
-        assert_eq!(parse_line("m v=1").unwrap().timestamp, None);
-        for bad in [
-            "m",
-            "m v=",
-            "m v=NaN",
-            "m v=inf",
-            ",t=1 v=1",
-            "m,t= v=1",
-            "m,t=a=b v=1",
-            "m v=1 x",
-            "m v=1 1 2",
-            "m v=\"open",
-        ] {
-            assert!(parse_line(bad).is_err(), "{bad:?} parsed");
-        }
-    }
-
     fn nasty_text() -> impl Strategy<Value = String> {
         // Every delimiter, escape and control character line protocol cares about.
         proptest::string::string_regex(r#"[a-zA-Z0-9 ,="'\\\n\r\t#éß€🚀._-]{0,12}"#).unwrap()
@@ -1084,13 +893,13 @@ mod tests {
         fn floats_are_spelled_as_ryu_spells_them(bits in any::<u64>(), small in -1e30f64..1e30) {
             for v in [f64::from_bits(bits), small, small * 1e-20, small.round()] {
                 if v.is_finite() {
-                    let mut out = Vec::new();
-                    let mut fields = FieldWriter::begin(&mut out);
+                    let mut out = [0; MAX_FIELDS_BYTES];
+                    let mut fields = FieldWriter::begin(&mut out, 0);
                     fields.float(b"f=", v);
-                    fields.finish(0);
+                    let len = fields.finish(0);
                     let mut ryu = ryu::Buffer::new();
                     let want = format!(" f={} 0\n", ryu.format_finite(v));
-                    prop_assert_eq!(std::str::from_utf8(&out).unwrap(), want);
+                    prop_assert_eq!(std::str::from_utf8(&out[..len]).unwrap(), want);
                 }
             }
         }
@@ -1130,6 +939,127 @@ mod tests {
                     prop_assert_eq!(parsed, want);
                 }
             }
+        }
+    }
+
+    /// The room `encode_into` is given is enough for the longest line there can be: every
+    /// tag spelling, a symbol whose every byte is escaped, and every field at the longest
+    /// float text (24 bytes) and the longest timestamp.
+    #[test]
+    fn the_longest_line_fits_its_room() {
+        for interval in Interval::ALL {
+            for source in [Source::Replay, Source::Live] {
+                for prefix in [CANDLE_PREFIX, INDICATOR_PREFIX] {
+                    let tags = prefix.len()
+                        + interval.as_str().len()
+                        + SOURCE_TAG.len()
+                        + source.as_str().len()
+                        + SYMBOL_TAG.len();
+                    assert!(tags <= MAX_TAGS_BYTES, "{tags} bytes of tags");
+                }
+            }
+        }
+        let longest = -2.2250738585072014e-308; // 24 bytes of text
+        assert_eq!(zmij::Buffer::new().format_finite(longest).len(), 24);
+        let symbol: Arc<str> = Arc::from(",= ".repeat(50).as_str());
+        let indicator = Point::Indicator(IndicatorPoint {
+            symbol: symbol.clone(),
+            source: Some(Source::Replay),
+            interval: Interval::M15,
+            time: i64::MIN,
+            sma_20: Some(longest),
+            ema_12: Some(longest),
+            ema_26: Some(longest),
+            macd: Some(longest),
+            macd_signal: Some(longest),
+            macd_hist: Some(longest),
+            rsi_14: Some(longest),
+            bb_mid: Some(-longest),
+            bb_upper: Some(longest),
+            bb_lower: Some(longest),
+            log_return: Some(longest),
+            volatility_20: Some(longest),
+        });
+        let mut candle = candle(&symbol);
+        candle.interval = Interval::M15;
+        candle.time = i64::MIN;
+        candle.trades = Some(i64::MAX as u64);
+        for v in [
+            &mut candle.open,
+            &mut candle.high,
+            &mut candle.low,
+            &mut candle.close,
+            &mut candle.volume,
+        ] {
+            *v = longest;
+        }
+        for v in [
+            &mut candle.quote_volume,
+            &mut candle.taker_buy_base,
+            &mut candle.taker_buy_quote,
+            &mut candle.vwap,
+        ] {
+            *v = Some(longest);
+        }
+        for point in [indicator, Point::Candle(candle)] {
+            let mut out = Vec::new();
+            assert!(encode(&point, &mut out).unwrap());
+            assert!(out.len() <= max_line_bytes(&point), "{}", out.len());
+            assert_eq!(
+                parse_line(std::str::from_utf8(&out).unwrap().trim_end_matches('\n')).unwrap(),
+                ParsedLine::expected_for(&point)
+            );
+        }
+    }
+
+    /// The same lines, `\n`-separated, as encoding each point on its own.
+    fn one_by_one(points: &[Point]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in points {
+            let _ = encode(p, &mut out);
+        }
+        out
+    }
+
+    proptest! {
+        /// A batch's prices come from its float memo or are formatted afresh: the text is
+        /// the same either way, also when values collide in the memo (a few thousand
+        /// distinct values in 512 slots) and for values written as several fields.
+        #[test]
+        fn a_batch_encodes_as_its_points_do_one_by_one(
+            pool in proptest::collection::vec(any_float(), 1..3000),
+            picks in proptest::collection::vec((any::<prop::sample::Index>(), 0usize..4), 1..600),
+            points in proptest::collection::vec(prop_oneof![any_candle(), any_indicator()], 1..20),
+        ) {
+            let mut batch = points;
+            for chunk in picks.chunks(4) {
+                let mut c = candle("X");
+                for (pick, field) in chunk {
+                    let v = *pick.get(&pool);
+                    *[&mut c.open, &mut c.high, &mut c.low, &mut c.close][*field] = v;
+                }
+                batch.push(Point::Candle(c));
+            }
+            prop_assert_eq!(encode_all(&batch).text, one_by_one(&batch));
+        }
+    }
+
+    proptest! {
+        /// Timestamps are spelled as `itoa` spells them, around the 13-digit fast path's
+        /// edges and anywhere else.
+        #[test]
+        fn timestamps_are_spelled_as_itoa_spells_them(
+            any in any::<i64>(),
+            ms in 999_999_999_000i64..10_000_000_001_000,
+            x in 0u32..100_000_000,
+        ) {
+            for t in [any, ms, i64::MIN, i64::MAX, 0, -1, 999_999_999_999, 1_000_000_000_000,
+                      9_999_999_999_999, 10_000_000_000_000, 1_614_556_800_000] {
+                let mut dst = [0; 20];
+                let len = write_time(&mut dst, t);
+                prop_assert_eq!(std::str::from_utf8(&dst[..len]).unwrap(), t.to_string());
+            }
+            prop_assert_eq!(eight_digits(x).to_vec(), format!("{x:08}").into_bytes());
         }
     }
 }

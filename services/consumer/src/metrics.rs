@@ -3,6 +3,10 @@
 //! Names follow Prometheus conventions (base units, `_total` counters, `_seconds`), and no
 //! label carries a symbol: with 1,000 symbols per-symbol labels would explode cardinality.
 //! The README's metrics table lists every metric here; a test checks the two agree.
+//!
+//! Label values are enums ([`Stage`], [`WriteErrorKind`]) whose `as_str` serves both the
+//! pre-registration here and [`crate::events`], which is the only place that updates a
+//! metric: each event's `emit` writes its log line and bumps its metric together.
 
 use candlepipe_model::http;
 use prometheus::{
@@ -255,11 +259,11 @@ impl ConsumerMetrics {
             m.invalid.with_label_values(&[reason]);
         }
         m.invalid.with_label_values(&[FUTURE_REASON]);
-        for stage in ["decode", "influx"] {
-            m.dlq.with_label_values(&[stage]);
+        for stage in Stage::ALL {
+            m.dlq.with_label_values(&[stage.as_str()]);
         }
-        for kind in ["server", "client", "timeout", "connect"] {
-            m.write_errors.with_label_values(&[kind]);
+        for kind in WriteErrorKind::ALL {
+            m.write_errors.with_label_values(&[kind.as_str()]);
         }
         for measurement in [
             crate::point::CANDLE_MEASUREMENT,
@@ -270,6 +274,66 @@ impl ConsumerMetrics {
         m
     }
 }
+
+/// The `stage` label of `candlepipe_consumer_dlq_total`, also a dead letter's `stage`
+/// header (README "Kafka"): where the pipeline gave up on a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The message could not be decoded, validated or fetched.
+    Decode,
+    /// InfluxDB refused the point (the dead letter's value is its line).
+    Influx,
+}
+
+impl Stage {
+    /// Every value, for the pre-registration above.
+    pub const ALL: [Stage; 2] = [Stage::Decode, Stage::Influx];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Influx => "influx",
+        }
+    }
+}
+
+/// The `kind` label of `candlepipe_influx_write_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteErrorKind {
+    /// 5xx or 429: InfluxDB cannot take the request now.
+    Server,
+    /// Other 4xx: InfluxDB refused the request or some of its lines.
+    Client,
+    /// No answer within the request timeout.
+    Timeout,
+    /// Connection refused, reset or otherwise broken.
+    Connect,
+}
+
+impl WriteErrorKind {
+    /// Every value, for the pre-registration above.
+    pub const ALL: [WriteErrorKind; 4] = [
+        WriteErrorKind::Server,
+        WriteErrorKind::Client,
+        WriteErrorKind::Timeout,
+        WriteErrorKind::Connect,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteErrorKind::Server => "server",
+            WriteErrorKind::Client => "client",
+            WriteErrorKind::Timeout => "timeout",
+            WriteErrorKind::Connect => "connect",
+        }
+    }
+}
+
+/// The `reason` label of `candlepipe_consumer_invalid_total` for a record batch too large to
+/// fetch (the same word as the decoder's own `too_large`, for a message over 16 KiB).
+pub const TOO_LARGE_REASON: &str = "too_large";
 
 /// The `reason` of a candle stamped further ahead of the consumer's clock than
 /// `--max-future` (a policy of the consumer, not a decoding error).

@@ -14,6 +14,7 @@
 //!   exist (the group consumer itself refreshes metadata every
 //!   [`crate::batch::METADATA_REFRESH`], not librdkafka's default 5 minutes).
 
+use crate::events::{PartitionLag, PartitionMoving, PartitionStalled, StalledPartitions};
 use crate::metrics::ConsumerMetrics;
 use anyhow::Context as _;
 use candlepipe_model::http::Readiness;
@@ -137,10 +138,11 @@ impl Watch {
             };
             let at = committed.get(&p).copied().unwrap_or(low).max(low);
             let lag = (high - at).max(0);
-            self.metrics
-                .lag
-                .with_label_values(&[&p.to_string()])
-                .set(lag);
+            PartitionLag {
+                partition: p,
+                lag: Some(lag),
+            }
+            .emit(&self.metrics);
             self.reported.insert(p);
             self.track(p, at, lag > 0 && !paused);
         }
@@ -183,7 +185,11 @@ impl Watch {
     fn forget(&mut self, owned: &BTreeSet<i32>) {
         for p in self.reported.clone() {
             if !owned.contains(&p) {
-                let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
+                PartitionLag {
+                    partition: p,
+                    lag: None,
+                }
+                .emit(&self.metrics);
                 self.reported.remove(&p);
             }
         }
@@ -211,20 +217,28 @@ impl Watch {
         let mut stalled = self.stalled.lock().expect("stalled");
         if waiting && progress.since.elapsed() >= STALL_AFTER {
             if stalled.insert(p, at).is_none() {
-                tracing::warn!(
-                    partition = p,
-                    offset = at,
-                    "partition stalled: no progress for {STALL_AFTER:?} with messages waiting"
-                );
+                PartitionStalled {
+                    partition: p,
+                    offset: at,
+                    after: STALL_AFTER,
+                }
+                .emit();
             }
         } else if stalled.remove(&p).is_some() {
-            tracing::info!(partition = p, offset = at, "partition moving again");
+            PartitionMoving {
+                partition: p,
+                offset: at,
+            }
+            .emit();
         }
     }
 
     fn report_stalls(&self) {
         let stalled = self.stalled.lock().expect("stalled").clone();
-        self.metrics.stalled_partitions.set(stalled.len() as i64);
+        StalledPartitions {
+            count: stalled.len(),
+        }
+        .emit(&self.metrics);
         if stalled.is_empty() {
             self.readiness.set("partitions", true, "none stalled");
         } else {

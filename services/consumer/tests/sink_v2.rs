@@ -11,7 +11,10 @@
 //!   active again lets the same write complete;
 //! * lines InfluxDB rejects (a real field type conflict, 422) in the 3rd and 4th gzipped
 //!   request of a batch come back with their index in the batch, in a logarithmic number of
-//!   requests, and everything else is stored.
+//!   requests, and everything else is stored;
+//! * with `--influx-concurrency 2` a batch's requests are in flight together, and one that
+//!   fails (a 503 from a proxy in front of the server) is the only one sent again: the
+//!   write returns, letting the batch loop commit, once every request was accepted.
 //!
 //! What both servers do alike (exact round trips through gzipped and plain v2 requests,
 //! idempotent rewrites, escaping, field type conflicts, outages, a large batch) is proven on
@@ -477,4 +480,127 @@ fn rejected_lines_in_later_requests_keep_their_batch_index() {
     let requests = h.accepted_requests() + h.errors("client");
     assert!(requests <= 2 + 2 * (1 + 2 * 4), "{requests} requests");
     assert_eq!(h.retries(), 0, "a rejected line is not retried");
+}
+
+/// A proxy in front of InfluxDB that holds the first two write requests until both have
+/// arrived (so they were in flight together), answers the second one `503` once, and
+/// passes everything else through. It counts what it saw.
+#[derive(Default)]
+struct FaultyProxy {
+    upstream: String,
+    arrived: std::sync::atomic::AtomicUsize,
+    accepted: std::sync::atomic::AtomicUsize,
+    /// Released once two requests are in flight at the same time.
+    together: tokio::sync::Notify,
+    in_flight: std::sync::atomic::AtomicUsize,
+    overlapped: std::sync::atomic::AtomicBool,
+}
+
+impl FaultyProxy {
+    async fn handle(
+        self: Arc<Self>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        headers: axum::http::HeaderMap,
+        body: axum::body::Bytes,
+    ) -> (axum::http::StatusCode, String) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = if uri.path() == "/api/v2/write" {
+            self.arrived.fetch_add(1, SeqCst) + 1
+        } else {
+            0 // prepare's lookups pass through uncounted
+        };
+        if n == 1 || n == 2 {
+            // Wait for the other request, up to 5 s (then go on and let the test fail; less
+            // than the sink's 10 s request timeout, so no retry of this one can arrive).
+            let together = self.together.notified();
+            tokio::pin!(together);
+            together.as_mut().enable(); // registered before the count: no wake-up is missed
+            if self.in_flight.fetch_add(1, SeqCst) == 1 {
+                self.overlapped.store(true, SeqCst);
+                self.together.notify_waiters();
+            } else {
+                let _ = tokio::time::timeout(Duration::from_secs(5), together).await;
+            }
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
+        if n == 2 {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "injected by the test".into(),
+            );
+        }
+        let mut forward = reqwest::Client::new()
+            .request(method, format!("{}{uri}", self.upstream))
+            .body(body);
+        for name in ["authorization", "content-encoding", "content-type"] {
+            if let Some(value) = headers.get(name) {
+                forward = forward.header(name, value.as_bytes());
+            }
+        }
+        let answer = forward.send().await.expect("influxd 2 answers");
+        let status = axum::http::StatusCode::from_u16(answer.status().as_u16()).unwrap();
+        if n > 0 && status.is_success() {
+            self.accepted.fetch_add(1, SeqCst);
+        }
+        (status, answer.text().await.unwrap_or_default())
+    }
+}
+
+/// `--influx-concurrency 2`: a batch's requests are in flight together, and when one of
+/// them fails (a 503 between the sink and a real InfluxDB 2), only that one is sent again;
+/// the write returns (so the batch loop commits) only once every request was accepted, and
+/// every point is stored exactly once.
+#[test]
+fn one_failed_request_of_a_concurrent_batch_is_retried_alone() {
+    let influx = Influxd::shared();
+    let bucket = new_bucket(influx, "concurrent");
+    let proxy = Arc::new(FaultyProxy {
+        upstream: influx.url.clone(),
+        ..FaultyProxy::default()
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    listener.set_nonblocking(true).unwrap();
+    let h = Harness::new(InfluxConfig {
+        url: format!("http://{}", listener.local_addr().unwrap()),
+        batch_points: 10, // 40 points: 4 requests of 10, 2 in flight
+        concurrency: 2,
+        ..config(influx, &bucket)
+    });
+    let serving = proxy.clone();
+    let app = axum::Router::new().fallback(move |method, uri, headers, body| {
+        serving.clone().handle(method, uri, headers, body)
+    });
+    h.rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        axum::serve(listener, app).await
+    });
+    h.prepare().expect("prepare through the proxy");
+    let points: Vec<Point> = (0..40)
+        .map(|i| candle("ADA-USD", i, Some(i as u64)))
+        .collect();
+
+    let outcome =
+        h.rt.block_on(h.sink.write(&points, &h.stop))
+            .expect("write");
+
+    use std::sync::atomic::Ordering::SeqCst;
+    assert!(
+        proxy.overlapped.load(SeqCst),
+        "the first two requests were never in flight together"
+    );
+    assert_eq!(outcome.written, 40);
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    // 4 requests, and the failed one once more; all 4 accepted before write returned.
+    assert_eq!(proxy.arrived.load(SeqCst), 5);
+    assert_eq!(proxy.accepted.load(SeqCst), 4);
+    assert_eq!(h.accepted_requests(), 4);
+    assert_eq!(h.retries(), 1);
+    assert_eq!(h.errors("server"), 1);
+    assert_stored_exactly(
+        influx,
+        &bucket,
+        "ADA-USD",
+        &points.iter().collect::<Vec<_>>(),
+    );
 }

@@ -17,7 +17,8 @@
 //! issue 4 asks for, and runs `promtool check config` and `promtool test rules`.
 //! The live test (a running pipeline, every query against real servers) is a separate file.
 
-use candlepipe_consumer::lineproto::{encode, parse_line};
+use candlepipe_consumer::lineproto::encode;
+use candlepipe_consumer::lineproto_parse::parse_line;
 use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
 use candlepipe_e2e::grafana::{
     self, expand_influxql, expand_promql, template_refs, Dashboard, PanelQuery, INFLUXDB_UID,

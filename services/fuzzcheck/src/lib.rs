@@ -9,7 +9,7 @@
 //!   spelled every way JSON allows, where a fast decoder's own number reading could round
 //!   differently.
 //! * [`line`]: an InfluxDB line. Any point, however hostile its symbol and whatever its
-//!   floats, either encodes to one line that `lineproto::parse_line` reads back as exactly
+//!   floats, either encodes to one line that `lineproto_parse::parse_line` reads back as exactly
 //!   the point (measurement, tags, fields bit for bit, timestamp), or is refused with the
 //!   error the encoder documents, writing nothing.
 //!

@@ -22,7 +22,8 @@
 //! * `encode_all` on that one point agrees with `encode`.
 
 use arbitrary::{Arbitrary, Unstructured};
-use candlepipe_consumer::lineproto::{self, EncodeError, FieldValue, ParsedLine};
+use candlepipe_consumer::lineproto::{self, EncodeError};
+use candlepipe_consumer::lineproto_parse::{self, FieldValue, ParsedLine};
 use candlepipe_consumer::point::{CandlePoint, IndicatorPoint, Point};
 use candlepipe_model::{Interval, Source};
 use std::fmt;
@@ -404,7 +405,7 @@ fn check_line(line: &[u8], point: &Point, want: &ParsedLine, context: &dyn Fn() 
         "a control character inside the line could split or corrupt the batch\n{}",
         context()
     );
-    let parsed = lineproto::parse_line(body)
+    let parsed = lineproto_parse::parse_line(body)
         .unwrap_or_else(|e| panic!("the line does not parse: {e}\n{}", context()));
 
     // Independent of the oracle: the few facts a reader sees first.

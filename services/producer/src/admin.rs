@@ -162,6 +162,11 @@ mod tests {
             None,
             None,
             ReplayOnSwitch::Resume,
+            candlepipe_model::kafka::KafkaArgs {
+                brokers: "127.0.0.1:1".into(),
+                topic: "candles".into(),
+                properties: vec![],
+            },
             sink,
             ProducerMetrics::new(),
         );

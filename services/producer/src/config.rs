@@ -49,7 +49,9 @@ pub struct ProducerConfig {
     #[arg(long, env = "DATASET_DIR", default_value = "dataset")]
     pub dataset: PathBuf,
 
-    /// Replay pace as a multiple of market time (60 = a market minute per second), or `max`.
+    /// Replay pace as a multiple of market time (60 = a market minute per second), or `max`:
+    /// the pace of the backfill and of catch-ups; with rebase the replay then follows the
+    /// wall clock (one candle per symbol per minute).
     #[arg(long, env = "REPLAY_SPEED", default_value = "60")]
     pub speed: String,
 
@@ -63,7 +65,8 @@ pub struct ProducerConfig {
     pub no_loop: bool,
 
     /// Shift timestamps so the replay ends at the present and then ticks in real time
-    /// (default on; `--no-rebase` keeps the original timestamps).
+    /// (default on; `--no-rebase` keeps the original timestamps). A restart keeps the shift
+    /// of the replay candles on the topic and continues after them (README: one timeline).
     #[arg(long = "rebase", env = "REPLAY_REBASE", action = ArgAction::Set, num_args = 0..=1,
           default_value_t = true, default_missing_value = "true")]
     pub rebase: bool,
@@ -98,7 +101,8 @@ pub struct ProducerConfig {
     #[arg(long, env = "REPLAY_PAGE_BUDGET", value_parser = parse_bytes, default_value = "64MiB")]
     pub replay_page_budget: u64,
 
-    /// When switching back to replay at runtime: `resume` where it stopped, or `restart`.
+    /// When switching back to replay at runtime: `resume` where it stopped, or `restart`
+    /// the dataset, stamped after the newest replay candle on the topic.
     #[arg(long, env = "REPLAY_ON_SWITCH", value_enum, default_value = "resume")]
     pub replay_on_switch: ReplayOnSwitch,
 

@@ -118,6 +118,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
         replay,
         Some(live),
         cfg.replay_on_switch,
+        cfg.kafka.clone(),
         sink_tx,
         metrics.clone(),
     );

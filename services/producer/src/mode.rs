@@ -5,16 +5,20 @@
 //! boundary (sources only ever emit whole candles), waits until the sink has every candle of
 //! the old source acknowledged by Kafka, then starts the other source and flips the
 //! `candlepipe_producer_mode` gauge. The replay source is kept between runs, so switching
-//! back resumes where it stopped (or restarts, per `--replay-on-switch`).
+//! back resumes where it stopped (or restarts, per `--replay-on-switch`). Before the
+//! replay's first run in this process, the topic's tail is read so that it continues the
+//! replay timeline a previous process left there (`source/timeline.rs`).
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::events::{InternalEvent, ModeStarted, ModeSwitched, ReplayProgressed};
 use crate::handoff::{CandleOut, SinkCommand};
 use crate::metrics::ProducerMetrics;
 use crate::mode_choice::{Mode, ReplayOnSwitch};
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
+use crate::source::timeline;
 use anyhow::{anyhow, Context};
+use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::shutdown::{self, Shutdown};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -67,6 +71,8 @@ pub struct Supervisor {
     replay: Option<ReplaySource>,
     live: Option<LiveSource>,
     on_switch: ReplayOnSwitch,
+    /// Where the replay reads the topic's tail before its first run.
+    kafka: KafkaArgs,
     sink: mpsc::Sender<SinkCommand>,
     metrics: ProducerMetrics,
     requests: mpsc::Receiver<SwitchRequest>,
@@ -80,6 +86,7 @@ impl Supervisor {
         replay: Option<ReplaySource>,
         live: Option<LiveSource>,
         on_switch: ReplayOnSwitch,
+        kafka: KafkaArgs,
         sink: mpsc::Sender<SinkCommand>,
         metrics: ProducerMetrics,
     ) -> (Supervisor, ModeControl) {
@@ -90,6 +97,7 @@ impl Supervisor {
                 replay,
                 live,
                 on_switch,
+                kafka,
                 sink,
                 metrics,
                 requests: req_rx,
@@ -173,11 +181,21 @@ impl Supervisor {
                 })?;
                 let out = CandleOut::new(self.sink.clone());
                 let metrics = self.metrics.clone();
+                let kafka = self.kafka.clone();
                 Running::Replay(tokio::task::spawn_blocking(move || {
+                    if source.wants_topic_tail() {
+                        let symbols = source.symbols();
+                        match timeline::read_tails(&kafka, &symbols, &stop) {
+                            Some(found) => {
+                                source.continue_from_topic(&found.newest, SystemClock.now_ms())
+                            }
+                            None => return (source, Ok(ReplayEnd::Stopped)),
+                        }
+                    }
                     let stats = source.stats();
-                    let mut emit = |c| out.blocking_send(c);
+                    let mut emit = |candle, shift_ms| out.blocking_send_replayed(candle, shift_ms);
                     let result = source
-                        .run(&SystemClock, &stop, &mut emit)
+                        .run_shifted(&SystemClock, &stop, &mut emit)
                         .context("replaying the dataset");
                     ReplayProgressed { stats: &stats }.emit(&metrics);
                     (source, result)

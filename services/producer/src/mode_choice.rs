@@ -30,8 +30,8 @@ impl Mode {
 /// What a switch back to replay does.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayOnSwitch {
-    /// Continue after the last candle sent.
+    /// Continue after the last candle sent (or on the topic).
     Resume,
-    /// Start the dataset over.
+    /// Start the dataset over, stamped after the newest replay candle sent.
     Restart,
 }

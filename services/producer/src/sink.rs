@@ -14,12 +14,16 @@
 //! through an [`ErrorTally`]: the first of each kind at once, then one line per kind every
 //! 10 s with the count, never one line per candle.
 //!
+//! A replayed candle travels with its time shift in the header [`REPLAY_SHIFT_HEADER`], so
+//! that a restarted replay can continue the same timeline (`source/timeline.rs`).
+//!
 //! [`SinkCommand::Flush`] answers once everything sent before it is acknowledged: a mode
 //! switch uses it so the old source's candles are on Kafka before the new source starts,
 //! and shutdown uses it before exiting 0.
 
 use crate::events::{CandleAcked, CandleQueued, InternalEvent, SendFailed};
 use crate::handoff::SinkCommand;
+pub use crate::handoff::REPLAY_SHIFT_HEADER;
 use crate::metrics::{ProducerMetrics, SendErrorKind};
 use anyhow::Context;
 use candlepipe_model::errlog::ErrorTally;
@@ -27,6 +31,7 @@ use candlepipe_model::kafka::KafkaArgs;
 use candlepipe_model::{codec, time, Candle};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use std::future::Future;
 use std::pin::Pin;
@@ -74,15 +79,22 @@ pub struct KafkaSink {
     metrics: ProducerMetrics,
 }
 
+/// A candle on its way, with the replay shift it carries in a header, if any.
+#[derive(Debug)]
+struct Outgoing {
+    candle: Candle,
+    shift_ms: Option<i64>,
+}
+
 /// A candle handed to librdkafka, resolving when Kafka acknowledges (or refuses) it.
 struct InFlight {
-    candle: Option<Candle>,
+    candle: Option<Outgoing>,
     start: Instant,
     delivery: DeliveryFuture,
 }
 
 /// A finished delivery: the candle, when it was sent, and the outcome.
-type Delivered = (Candle, Instant, Result<(), KafkaError>);
+type Delivered = (Outgoing, Instant, Result<(), KafkaError>);
 
 impl Future for InFlight {
     type Output = Delivered;
@@ -150,7 +162,7 @@ impl KafkaSink {
         let mut buf = Vec::with_capacity(512);
         let mut open = true;
         // Failed candles wait here for their resend; `round` counts failed rounds in a row.
-        let mut failed: Vec<Candle> = Vec::new();
+        let mut failed: Vec<Outgoing> = Vec::new();
         let mut resend_at: Option<tokio::time::Instant> = None;
         let mut round: u32 = 0;
         let mut errors = ErrorTally::new("delivery failed", ERROR_SUMMARY_EVERY);
@@ -178,7 +190,7 @@ impl KafkaSink {
                         Some((c, e)) => {
                             errors.note(&error_kind(&e), format_args!(
                                 "{} at {}: {e}; sending it again with backoff",
-                                c.symbol, time::fmt_ms(c.open_time)));
+                                c.candle.symbol, time::fmt_ms(c.candle.open_time)));
                             failed.push(c);
                         }
                     }
@@ -195,9 +207,15 @@ impl KafkaSink {
                     errors.summarize();
                 }
                 cmd = rx.recv(), if open && in_sink < 100_000 => match cmd {
-                    Some(SinkCommand::Candle(c)) => {
+                    Some(SinkCommand::Candle(candle)) => {
                         CandleQueued.emit(&self.metrics);
-                        pending.push(self.send(c, &mut buf).await?);
+                        let out = Outgoing { candle, shift_ms: None };
+                        pending.push(self.send(out, &mut buf).await?);
+                    }
+                    Some(SinkCommand::Replayed { candle, shift_ms }) => {
+                        CandleQueued.emit(&self.metrics);
+                        let out = Outgoing { candle, shift_ms: Some(shift_ms) };
+                        pending.push(self.send(out, &mut buf).await?);
                     }
                     Some(SinkCommand::Flush(reply)) => flushes.push(reply),
                     None => open = false,
@@ -209,9 +227,10 @@ impl KafkaSink {
     }
 
     /// Encodes and hands one candle to librdkafka, waiting while its queue is full.
-    async fn send(&self, c: Candle, buf: &mut Vec<u8>) -> anyhow::Result<InFlight> {
+    async fn send(&self, out: Outgoing, buf: &mut Vec<u8>) -> anyhow::Result<InFlight> {
+        let c = &out.candle;
         buf.clear();
-        if let Err(e) = codec::encode(&c, time::now_ms(), buf) {
+        if let Err(e) = codec::encode(c, time::now_ms(), buf) {
             SendFailed {
                 kind: SendErrorKind::Encode,
             }
@@ -220,12 +239,19 @@ impl KafkaSink {
                 format!("encoding {} at {}", c.symbol, time::fmt_ms(c.open_time))
             });
         }
+        let shift = out.shift_ms.map(|s| s.to_string());
         let mut pause = Duration::from_millis(1);
         let delivery = loop {
-            let record = FutureRecord::to(&self.opts.topic)
+            let mut record = FutureRecord::to(&self.opts.topic)
                 .key(c.symbol.as_bytes())
                 .payload(buf.as_slice())
                 .timestamp(time::now_ms());
+            if let Some(shift) = &shift {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: REPLAY_SHIFT_HEADER,
+                    value: Some(shift.as_str()),
+                }));
+            }
             match self.producer.send_result(record) {
                 Ok(f) => break f,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -242,7 +268,7 @@ impl KafkaSink {
             }
         };
         Ok(InFlight {
-            candle: Some(c),
+            candle: Some(out),
             start: Instant::now(),
             delivery,
         })
@@ -252,14 +278,15 @@ impl KafkaSink {
     /// must be sent again.
     fn on_delivery(
         &self,
-        (c, start, result): Delivered,
+        (out, start, result): Delivered,
         summary: &mut SinkSummary,
-    ) -> Option<(Candle, KafkaError)> {
+    ) -> Option<(Outgoing, KafkaError)> {
+        let c = &out.candle;
         match result {
             Ok(()) => {
                 summary.acked += 1;
                 CandleAcked {
-                    candle: &c,
+                    candle: c,
                     latency: start.elapsed(),
                 }
                 .emit(&self.metrics);
@@ -270,7 +297,7 @@ impl KafkaSink {
                     kind: SendErrorKind::Delivery,
                 }
                 .emit(&self.metrics);
-                Some((c, e))
+                Some((out, e))
             }
         }
     }

@@ -223,7 +223,7 @@ impl LiveSource {
                         .symbols
                         .iter()
                         .map(|s| {
-                            let newest = found.newest_closed.get(s).copied();
+                            let newest = found.newest.get(s).copied();
                             match newest {
                                 Some(t) => tracing::info!(symbol = %s,
                                     resume_after = %candlepipe_model::time::fmt_ms(t),

@@ -13,6 +13,10 @@
 //!   `replay` down. Only `replay` (which re-exports the types callers need) and `cache`
 //!   (its counts and errors) are public.
 //! * [`live`]: the Yahoo Finance chart API.
+//!
+//! Both continue after a restart from what the topic already holds: `tail` reads the
+//! newest message of each symbol back from the topic; live resumes after its newest closed
+//! candle, and `timeline` decides where a replay continues and with which time shift.
 
 pub mod cache;
 pub(crate) mod file_error;
@@ -28,3 +32,5 @@ pub(crate) mod replay_error;
 pub(crate) mod replay_options;
 pub(crate) mod row;
 pub(crate) mod stats;
+pub(crate) mod tail;
+pub(crate) mod timeline;

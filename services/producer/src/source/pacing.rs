@@ -85,6 +85,9 @@ pub struct Pacer {
     loop_shift: i64,
     /// Rebase offset from continuous market time to stamps; fixed on the first run.
     offset: Option<i64>,
+    /// The next run's first stamp must not be earlier (rebase); used once, by
+    /// [`Pacer::begin`].
+    floor: Option<i64>,
 }
 
 impl Pacer {
@@ -98,7 +101,31 @@ impl Pacer {
             anchor: None,
             loop_shift: 0,
             offset: None,
+            floor: None,
         }
+    }
+
+    /// Whether stamps are shifted (`--rebase`).
+    pub fn rebase(&self) -> bool {
+        self.rebase
+    }
+
+    /// `--backfill` in whole minutes, as ms.
+    pub fn backfill_ms(&self) -> i64 {
+        self.backfill_ms
+    }
+
+    /// Continues a timeline found on the topic (`timeline.rs`): stamps keep `shift` (the
+    /// whole shift of the next candle: loops included) unless the next [`Pacer::begin`]
+    /// finds it more than `--backfill` behind.
+    pub fn keep_shift(&mut self, shift: i64) {
+        self.offset = Some(shift - self.loop_shift);
+    }
+
+    /// The next run's first stamp is `floor` or later (rebase): a timeline that continues
+    /// after candles already on the topic.
+    pub fn set_floor(&mut self, floor: i64) {
+        self.floor = Some(floor);
     }
 
     /// Starts (or resumes) pacing at wall time `now_ms`, the next candle to send having
@@ -108,18 +135,18 @@ impl Pacer {
     /// burst. Under rebase the first call places `next_open_time` `--backfill` before the
     /// present minute; later calls keep the offset (no gap: a short stop is caught up at
     /// `--speed`) unless the next candle would land more than `--backfill` in the past, in
-    /// which case it is moved forward to exactly that, as on a fresh start. Stamps only
-    /// ever move forward, so time stays monotonic.
+    /// which case it is moved forward to exactly that, as on a fresh start. A floor
+    /// ([`Pacer::set_floor`]) moves it forward too, so the first stamp is at least the floor.
+    /// Stamps only ever move forward, so time stays monotonic.
     pub fn begin(&mut self, now_ms: i64, next_open_time: i64) {
         let market = next_open_time + self.loop_shift;
         self.anchor = Some((now_ms, market));
+        let floor = self.floor.take();
         if self.rebase {
             let present_minute = now_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
             let fresh = present_minute - self.backfill_ms - market;
-            self.offset = Some(match self.offset {
-                Some(kept) if kept >= fresh => kept,
-                _ => fresh,
-            });
+            let offset = self.offset.map_or(fresh, |kept| kept.max(fresh));
+            self.offset = Some(floor.map_or(offset, |f| offset.max(f - market)));
         }
     }
 
@@ -296,5 +323,36 @@ mod tests {
         let present = (NOW + 2 * hour) - (NOW + 2 * hour) % M;
         assert_eq!(p.slot(T0 + 12 * M).stamp, present - hour);
         assert!(p.slot(T0 + 12 * M).stamp > s + M);
+    }
+
+    #[test]
+    fn a_kept_shift_holds_and_a_floor_moves_the_timeline_forward_only() {
+        let hour = 60 * M;
+        let present = NOW - NOW % M;
+        // A shift found on the topic is kept while within the backfill.
+        let mut p = Pacer::new(Speed::Max, true, Duration::from_secs(3600));
+        p.keep_shift(present - 30 * M - T0);
+        p.begin(NOW, T0 + 5 * M);
+        assert_eq!(p.slot(T0 + 5 * M).stamp, present - 25 * M);
+        // ...and moved up to one backfill when older.
+        let mut p = Pacer::new(Speed::Max, true, Duration::from_secs(3600));
+        p.keep_shift(present - 3 * hour - T0);
+        p.begin(NOW, T0);
+        assert_eq!(p.slot(T0).stamp, present - hour);
+        // A floor after the present's backfill wins over a fresh start, once.
+        let mut p = Pacer::new(Speed::Max, true, Duration::from_secs(3600));
+        p.set_floor(present - 10 * M);
+        p.begin(NOW, T0);
+        assert_eq!(p.slot(T0).stamp, present - 10 * M);
+        p.begin(NOW + M, T0 + M);
+        assert_eq!(
+            p.slot(T0 + M).stamp,
+            present - 9 * M,
+            "the floor is used once"
+        );
+        // A floor behind the timeline changes nothing.
+        p.set_floor(present - 20 * M);
+        p.begin(NOW + M, T0 + 2 * M);
+        assert_eq!(p.slot(T0 + 2 * M).stamp, present - 8 * M);
     }
 }

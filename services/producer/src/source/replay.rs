@@ -10,7 +10,10 @@
 //! it is due, and handing it to `emit` (the Kafka sink's queue). `run` returns when the
 //! dataset is done (without `--loop`), when the shutdown fires, or when `emit` reports the
 //! receiver gone; calling it again resumes right after the last candle emitted, which is
-//! how a runtime switch to live mode and back continues the replay.
+//! how a runtime switch to live mode and back continues the replay. Across processes the
+//! topic is the memory: before the first run the supervisor reads the topic's tail and
+//! hands it to [`ReplaySource::continue_from_topic`], and the first pass skips what the
+//! topic already holds and keeps its time shift (`timeline.rs`).
 //!
 //! Progress (percent of the pass, candles/s, market position) is logged every few seconds
 //! and kept in [`ReplayStats`] for the metrics endpoint.
@@ -21,9 +24,12 @@ use crate::source::input::{self, Input, Listing};
 use crate::source::merge::Merge;
 use crate::source::pacing::Pacer;
 use crate::source::row::Window;
+use crate::source::timeline::{Continuation, Resume};
+use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::shutdown::{self, Shutdown};
 use candlepipe_model::time::fmt_ms;
 use candlepipe_model::Candle;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +43,7 @@ pub use crate::source::replay_error::ReplayError;
 pub use crate::source::replay_options::ReplayOptions;
 pub use crate::source::row::BadRow;
 pub use crate::source::stats::ReplayStats;
+pub use crate::source::timeline::ReplayTail;
 
 /// How often a progress line is logged while candles flow.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -68,6 +75,23 @@ pub struct ReplaySource {
     pass_first: Option<i64>,
     pass_last: Option<i64>,
     finished: bool,
+    /// How this replay relates to the topic's timeline (boxed: rarely touched).
+    topic: Box<TopicTimeline>,
+}
+
+/// What the replay knows of the topic's replay timeline (see `timeline.rs`).
+#[derive(Debug, Default)]
+struct TopicTimeline {
+    /// The topic's tail has been read ([`ReplaySource::continue_from_topic`]).
+    read: bool,
+    /// [`ReplaySource::restart`] came before the tail was read: start over after it.
+    start_over: bool,
+    /// While the first pass after reading the tail runs: what it skips.
+    plan: Option<Resume>,
+    /// Candles skipped by `plan` so far.
+    skipped: u64,
+    /// The newest stamp on the topic: its tail's, or the last one sent since.
+    newest: Option<i64>,
 }
 
 impl ReplaySource {
@@ -153,6 +177,7 @@ impl ReplaySource {
             pass_first: None,
             pass_last: None,
             finished: false,
+            topic: Box::default(),
         })
     }
 
@@ -170,6 +195,41 @@ impl ReplaySource {
             .collect()
     }
 
+    /// Whether the topic's tail has not been read yet: the supervisor reads it before the
+    /// first run (`timeline.rs`) and calls [`ReplaySource::continue_from_topic`].
+    pub fn wants_topic_tail(&self) -> bool {
+        !self.topic.read
+    }
+
+    /// Continues the timeline of the replay candles already on the topic: `tails` holds each
+    /// replay symbol's newest one (symbols never published are absent), read at wall time
+    /// `now_ms`. Call before the first run; the first pass then skips what the topic holds
+    /// and keeps its shift (or starts over after it, after a [`ReplaySource::restart`]).
+    pub fn continue_from_topic(&mut self, tails: &HashMap<String, ReplayTail>, now_ms: i64) {
+        let how = if self.topic.start_over {
+            Continuation::StartOver
+        } else {
+            Continuation::Continue
+        };
+        let plan = Resume::plan(
+            tails,
+            how,
+            self.pacer.rebase(),
+            self.pacer.backfill_ms(),
+            now_ms,
+        );
+        tracing::info!(symbols = tails.len(), "replay: {}", plan.describe());
+        if let Some(shift) = plan.shift {
+            self.pacer.keep_shift(shift);
+        }
+        if let Some(floor) = plan.floor {
+            self.pacer.set_floor(floor);
+        }
+        self.topic.newest = self.topic.newest.max(plan.newest);
+        self.topic.read = true;
+        self.topic.plan = Some(plan);
+    }
+
     /// Blocking: runs on a dedicated thread until the dataset is done (no loop) or `stop`
     /// fires. Calls `emit` for each candle in global (open_time, symbol) order; `emit`
     /// returns false when the receiver is gone (then returns `Stopped`). Calling `run`
@@ -179,6 +239,18 @@ impl ReplaySource {
         clock: &dyn Clock,
         stop: &Shutdown,
         emit: &mut dyn FnMut(Candle) -> bool,
+    ) -> Result<ReplayEnd, ReplayError> {
+        self.run_shifted(clock, stop, &mut |c, _| emit(c))
+    }
+
+    /// [`ReplaySource::run`], handing `emit` each candle's time shift too: milliseconds
+    /// added to its dataset open time (0 without rebase), which the sink publishes in a
+    /// header so a later start can continue the timeline.
+    pub fn run_shifted(
+        &mut self,
+        clock: &dyn Clock,
+        stop: &Shutdown,
+        emit: &mut dyn FnMut(Candle, i64) -> bool,
     ) -> Result<ReplayEnd, ReplayError> {
         if self.finished {
             return Ok(ReplayEnd::Finished);
@@ -192,6 +264,7 @@ impl ReplaySource {
             let candle = match self.held.take() {
                 Some(c) => *c,
                 None => match self.merge.next(self.stats.as_ref())? {
+                    Some(c) if self.on_topic_already(&c) => continue,
                     Some(c) => c,
                     None => {
                         if self.end_pass() {
@@ -205,6 +278,15 @@ impl ReplaySource {
             if !anchored {
                 self.pacer.begin(clock.now_ms(), candle.open_time);
                 anchored = true;
+                if self.topic.skipped > 0 {
+                    tracing::info!(
+                        skipped = self.topic.skipped,
+                        "replay: skipped {} candles the topic already holds; continuing at the dataset candle of {}",
+                        self.topic.skipped,
+                        fmt_ms(candle.open_time)
+                    );
+                    self.topic.skipped = 0;
+                }
             }
             let slot = self.pacer.slot(candle.open_time);
             if let Some(due) = slot.due {
@@ -219,10 +301,11 @@ impl ReplaySource {
             let original = candle.open_time;
             let mut out = candle.clone();
             out.open_time = slot.stamp;
-            if !emit(out) {
+            if !emit(out, slot.stamp - original) {
                 self.held = Some(Box::new(candle));
                 return Ok(ReplayEnd::Stopped);
             }
+            self.topic.newest = self.topic.newest.max(Some(slot.stamp));
             self.stats.note_sent(original);
             self.pass_first.get_or_insert(original);
             self.pass_last = Some(original);
@@ -231,11 +314,17 @@ impl ReplaySource {
     }
 
     /// Goes back to the beginning of the dataset. Under rebase the timeline continues (as
-    /// after a loop), so stamps stay monotonic.
+    /// after a loop) after the newest replay candle on the topic, so stamps stay
+    /// monotonic. Before the topic's tail is read, the next read starts over after it.
     pub fn restart(&mut self) {
         self.held = None;
         if let (Some(first), Some(last)) = (self.pass_first, self.pass_last) {
             self.pacer.end_pass(first, last);
+        }
+        self.topic.start_over = !self.topic.read;
+        self.topic.plan = None;
+        if let Some(newest) = self.topic.newest {
+            self.pacer.set_floor(newest + MINUTE_MS);
         }
         self.begin_pass();
         self.finished = false;
@@ -267,7 +356,24 @@ impl ReplaySource {
         true
     }
 
+    /// Whether the first pass after reading the topic's tail skips `c` (the topic holds
+    /// it); a skipped candle still counts as passed, so a loop's length stays the dataset's.
+    fn on_topic_already(&mut self, c: &Candle) -> bool {
+        let skip = self
+            .topic
+            .plan
+            .as_ref()
+            .is_some_and(|p| p.skips(&c.symbol, c.open_time));
+        if skip {
+            self.topic.skipped += 1;
+            self.pass_first.get_or_insert(c.open_time);
+            self.pass_last = Some(c.open_time);
+        }
+        skip
+    }
+
     fn begin_pass(&mut self) {
+        self.topic.plan = None;
         self.pass_first = None;
         self.pass_last = None;
         self.stats.rows_read.store(0, Ordering::Relaxed);
