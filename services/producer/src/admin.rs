@@ -9,7 +9,8 @@
 //! token is compared in constant time: the time taken depends on neither the token's
 //! bytes nor its length, only on the length of what the client sent.
 
-use crate::mode::{Mode, ModeControl};
+use crate::mode::ModeControl;
+use crate::mode_choice::Mode;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -135,9 +136,9 @@ fn token_matches(given: &[u8], token: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ReplayOnSwitch;
     use crate::metrics::ProducerMetrics;
     use crate::mode::Supervisor;
+    use crate::mode_choice::ReplayOnSwitch;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

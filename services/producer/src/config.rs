@@ -1,7 +1,7 @@
 //! The producer's command line: one clap struct, every flag also an environment variable.
 //! The README's configuration table is generated from the same names; a test compares them.
 
-use crate::mode::Mode;
+use crate::mode_choice::{Mode, ReplayOnSwitch};
 use candlepipe_model::time::{parse_duration, parse_instant_ms};
 use candlepipe_runtime::kafka::KafkaArgs;
 use candlepipe_runtime::secret::{self, SecretError, SecretName};
@@ -160,15 +160,6 @@ pub struct ProducerConfig {
     /// How long a shutdown waits for in-flight candles to be acknowledged.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub shutdown_timeout: Duration,
-}
-
-/// What a switch back to replay does.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplayOnSwitch {
-    /// Continue after the last candle sent (or on the topic).
-    Resume,
-    /// Start the dataset over, stamped after the newest replay candle sent.
-    Restart,
 }
 
 /// A size in bytes: a whole number with an optional unit `B`, `KiB`, `MiB` or `GiB`.

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use candlepipe_producer::config::ProducerConfig;
 use candlepipe_producer::metrics::ProducerMetrics;
-use candlepipe_producer::mode::{Mode, Supervisor, SupervisorEnd};
+use candlepipe_producer::mode::{Supervisor, SupervisorEnd};
+use candlepipe_producer::mode_choice::Mode;
 use candlepipe_producer::sink::{KafkaSink, SinkOptions};
 use candlepipe_producer::source::live::{LiveOptions, LiveSource};
 use candlepipe_producer::source::replay::{ReplayOptions, ReplaySource, Speed};

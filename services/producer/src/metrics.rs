@@ -1,11 +1,101 @@
 //! The producer's Prometheus metrics, registered once and handed to the sink, the sources
 //! and the HTTP server. No label carries a symbol (bounded cardinality with 1,000 pairs).
+//!
+//! Every label value is an enum here or below ([`SendErrorKind`], [`LiveErrorKind`],
+//! [`Mode`], [`Source`]), so the series pre-registered at start and the ones the events
+//! ([`crate::events`]) bump are the same list, spelled once. Only the events touch these
+//! metrics.
 
+use crate::mode_choice::Mode;
+use candlepipe_model::Source;
 use candlepipe_runtime::http;
 use prometheus::{
     exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+use std::fmt;
+
+/// The `kind` label of `candlepipe_producer_send_errors_total`: where a candle failed on
+/// its way to Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendErrorKind {
+    /// Kafka did not acknowledge it (it is sent again).
+    Delivery,
+    /// It could not be encoded as JSON.
+    Encode,
+    /// librdkafka refused it for a reason other than a full queue.
+    Queue,
+}
+
+impl SendErrorKind {
+    /// Every kind, in the order they are pre-registered.
+    pub const ALL: [SendErrorKind; 3] = [
+        SendErrorKind::Delivery,
+        SendErrorKind::Encode,
+        SendErrorKind::Queue,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendErrorKind::Delivery => "delivery",
+            SendErrorKind::Encode => "encode",
+            SendErrorKind::Queue => "queue",
+        }
+    }
+}
+
+/// The `kind` label of `candlepipe_producer_live_fetch_errors_total`: the ways a chart
+/// fetch fails (see the live source's `FetchError::kind`), and `invalid_candle` for a
+/// bar of a good answer that fails validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveErrorKind {
+    Http429,
+    Http5xx,
+    Http4xx,
+    Timeout,
+    Connect,
+    Malformed,
+    ApiError,
+    TooLarge,
+    InvalidCandle,
+}
+
+impl LiveErrorKind {
+    /// Every kind, in the order they are pre-registered.
+    pub const ALL: [LiveErrorKind; 9] = [
+        LiveErrorKind::Http429,
+        LiveErrorKind::Http5xx,
+        LiveErrorKind::Http4xx,
+        LiveErrorKind::Timeout,
+        LiveErrorKind::Connect,
+        LiveErrorKind::Malformed,
+        LiveErrorKind::ApiError,
+        LiveErrorKind::TooLarge,
+        LiveErrorKind::InvalidCandle,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LiveErrorKind::Http429 => "http_429",
+            LiveErrorKind::Http5xx => "http_5xx",
+            LiveErrorKind::Http4xx => "http_4xx",
+            LiveErrorKind::Timeout => "timeout",
+            LiveErrorKind::Connect => "connect",
+            LiveErrorKind::Malformed => "malformed",
+            LiveErrorKind::ApiError => "api_error",
+            LiveErrorKind::TooLarge => "too_large",
+            LiveErrorKind::InvalidCandle => "invalid_candle",
+        }
+    }
+}
+
+impl fmt::Display for LiveErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Every producer metric.
 #[derive(Clone)]
@@ -166,17 +256,17 @@ impl ProducerMetrics {
             ),
             registry: registry.clone(),
         };
-        for mode in ["replay", "live"] {
-            m.mode.with_label_values(&[mode]).set(0);
+        for mode in Mode::ALL {
+            m.mode.with_label_values(&[mode.as_str()]).set(0);
         }
-        for source in ["replay", "live"] {
-            m.candles_sent.with_label_values(&[source]);
+        for source in [Source::Replay, Source::Live] {
+            m.candles_sent.with_label_values(&[source.as_str()]);
         }
-        for kind in ["delivery", "encode", "queue"] {
-            m.send_errors.with_label_values(&[kind]);
+        for kind in SendErrorKind::ALL {
+            m.send_errors.with_label_values(&[kind.as_str()]);
         }
-        for kind in crate::source::live::FETCH_ERROR_KINDS {
-            m.live_fetch_errors.with_label_values(&[kind]);
+        for kind in LiveErrorKind::ALL {
+            m.live_fetch_errors.with_label_values(&[kind.as_str()]);
         }
         m
     }

@@ -10,38 +10,19 @@
 //! replay timeline a previous process left there (`source/timeline.rs`).
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::ReplayOnSwitch;
+use crate::events::{InternalEvent, ModeStarted, ModeSwitched, ReplayProgressed};
+use crate::handoff::{CandleOut, SinkCommand};
 use crate::metrics::ProducerMetrics;
-use crate::sink::SinkCommand;
+use crate::mode_choice::{Mode, ReplayOnSwitch};
 use crate::source::live::LiveSource;
 use crate::source::replay::{ReplayEnd, ReplaySource};
 use crate::source::timeline;
 use anyhow::{anyhow, Context};
 use candlepipe_runtime::kafka::KafkaArgs;
 use candlepipe_runtime::shutdown::{self, Shutdown};
-use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-
-/// Which source is publishing.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Replay the parquet dataset.
-    Replay,
-    /// Poll Yahoo Finance.
-    Live,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Replay => "replay",
-            Mode::Live => "live",
-        }
-    }
-}
 
 /// A request to switch, answered with the mode now running or why the switch failed.
 pub type SwitchRequest = (Mode, oneshot::Sender<Result<Mode, String>>);
@@ -156,7 +137,7 @@ impl Supervisor {
                         Ok((s, r)) => {
                             (stop, running) = (s, r);
                             mode = to;
-                            self.metrics.mode_switches.inc();
+                            ModeSwitched.emit(&self.metrics);
                             let _ = reply.send(Ok(to));
                         }
                         Err(e) => {
@@ -198,7 +179,7 @@ impl Supervisor {
                 let mut source = self.replay.take().ok_or_else(|| {
                     anyhow!("replay is not available (the dataset could not be opened at start)")
                 })?;
-                let sink = self.sink.clone();
+                let out = CandleOut::new(self.sink.clone());
                 let metrics = self.metrics.clone();
                 let kafka = self.kafka.clone();
                 Running::Replay(tokio::task::spawn_blocking(move || {
@@ -212,14 +193,11 @@ impl Supervisor {
                         }
                     }
                     let stats = source.stats();
-                    let mut emit = |candle, shift_ms| {
-                        sink.blocking_send(SinkCommand::Replayed { candle, shift_ms })
-                            .is_ok()
-                    };
+                    let mut emit = |candle, shift_ms| out.blocking_send_replayed(candle, shift_ms);
                     let result = source
                         .run_shifted(&SystemClock, &stop, &mut emit)
                         .context("replaying the dataset");
-                    metrics.replay_progress.set(stats.percent_done() / 100.0);
+                    ReplayProgressed { stats: &stats }.emit(&metrics);
                     (source, result)
                 }))
             }
@@ -228,19 +206,14 @@ impl Supervisor {
                     .live
                     .take()
                     .ok_or_else(|| anyhow!("live mode is not available"))?;
-                let sink = self.sink.clone();
+                let out = CandleOut::new(self.sink.clone());
                 Running::Live(tokio::spawn(async move {
-                    let r = source.run(stop, sink).await;
+                    let r = source.run(stop, out).await;
                     (source, r)
                 }))
             }
         };
-        for m in [Mode::Replay, Mode::Live] {
-            self.metrics
-                .mode
-                .with_label_values(&[m.as_str()])
-                .set(i64::from(m == mode));
-        }
+        ModeStarted { mode }.emit(&self.metrics);
         self.current.send_replace(mode);
         Ok((trigger, running))
     }

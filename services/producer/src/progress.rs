@@ -1,5 +1,6 @@
 //! Background work that keeps the gauges current while the replay runs on its own thread.
 
+use crate::events::{InternalEvent, ReplayCounted, ReplayProgressed};
 use candlepipe_runtime::shutdown::Shutdown;
 use std::time::Duration;
 
@@ -12,14 +13,18 @@ pub fn spawn_replay_gauges(
     tokio::spawn(async move {
         let (mut bad_rows, mut bad_files, mut loops) = (0u64, 0u64, 0u64);
         loop {
-            metrics.replay_progress.set(stats.percent_done() / 100.0);
-            let advance = |counter: &prometheus::IntCounter, seen: &mut u64, now: u64| {
-                counter.inc_by(now.saturating_sub(*seen));
+            ReplayProgressed { stats: &stats }.emit(&metrics);
+            let advance = |seen: &mut u64, now: u64| {
+                let grew = now.saturating_sub(*seen);
                 *seen = now.max(*seen);
+                grew
             };
-            advance(&metrics.replay_bad_rows, &mut bad_rows, stats.bad_rows());
-            advance(&metrics.replay_bad_files, &mut bad_files, stats.bad_files());
-            advance(&metrics.replay_loops, &mut loops, stats.loops());
+            ReplayCounted {
+                bad_rows: advance(&mut bad_rows, stats.bad_rows()),
+                bad_files: advance(&mut bad_files, stats.bad_files()),
+                loops: advance(&mut loops, stats.loops()),
+            }
+            .emit(&metrics);
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.recv() => return,

@@ -1,7 +1,7 @@
 //! The Kafka sink: every candle a source emits ends up acknowledged on the topic, or the
 //! producer says loudly that it did not.
 //!
-//! Sources push [`SinkCommand`]s into a bounded channel (backpressure: a fast replay waits
+//! Sources push candles into a bounded channel ([`crate::handoff`]) (backpressure: a fast replay waits
 //! for Kafka instead of buffering the dataset in memory). The sink encodes each candle as
 //! JSON v1, keys it by symbol (per-symbol order = partition order) and hands it to an
 //! idempotent librdkafka producer (`acks=all`, lz4). Deliveries are awaited concurrently;
@@ -21,7 +21,10 @@
 //! switch uses it so the old source's candles are on Kafka before the new source starts,
 //! and shutdown uses it before exiting 0.
 
-use crate::metrics::ProducerMetrics;
+use crate::events::{CandleAcked, CandleQueued, InternalEvent, SendFailed};
+use crate::handoff::SinkCommand;
+pub use crate::handoff::REPLAY_SHIFT_HEADER;
+use crate::metrics::{ProducerMetrics, SendErrorKind};
 use anyhow::Context;
 use candlepipe_model::{codec, time, Candle};
 use candlepipe_runtime::errlog::ErrorTally;
@@ -48,22 +51,6 @@ pub fn retry_backoff(round: u32) -> Duration {
     RETRY_FIRST
         .saturating_mul(1u32.checked_shl(round).unwrap_or(u32::MAX))
         .min(RETRY_MAX)
-}
-
-/// The Kafka header of a replayed candle holding its time shift: how many milliseconds
-/// were added to the dataset's open time (decimal, `0` without `--rebase`). The dataset
-/// candle it came from opens at `open_time - shift`. See the README's Kafka contract.
-pub const REPLAY_SHIFT_HEADER: &str = "candlepipe-replay-shift-ms";
-
-/// What sources send to the sink.
-#[derive(Debug)]
-pub enum SinkCommand {
-    /// Publish this candle.
-    Candle(Candle),
-    /// Publish this replayed candle with its time shift in [`REPLAY_SHIFT_HEADER`].
-    Replayed { candle: Candle, shift_ms: i64 },
-    /// Reply once every candle sent before this command is acknowledged.
-    Flush(oneshot::Sender<()>),
 }
 
 /// Producer tuning, from the binary's flags.
@@ -219,12 +206,12 @@ impl KafkaSink {
                 }
                 cmd = rx.recv(), if open && in_sink < 100_000 => match cmd {
                     Some(SinkCommand::Candle(candle)) => {
-                        self.metrics.in_flight.inc();
+                        CandleQueued.emit(&self.metrics);
                         let out = Outgoing { candle, shift_ms: None };
                         pending.push(self.send(out, &mut buf).await?);
                     }
                     Some(SinkCommand::Replayed { candle, shift_ms }) => {
-                        self.metrics.in_flight.inc();
+                        CandleQueued.emit(&self.metrics);
                         let out = Outgoing { candle, shift_ms: Some(shift_ms) };
                         pending.push(self.send(out, &mut buf).await?);
                     }
@@ -242,10 +229,10 @@ impl KafkaSink {
         let c = &out.candle;
         buf.clear();
         if let Err(e) = codec::encode(c, time::now_ms(), buf) {
-            self.metrics
-                .send_errors
-                .with_label_values(&["encode"])
-                .inc();
+            SendFailed {
+                kind: SendErrorKind::Encode,
+            }
+            .emit(&self.metrics);
             return Err(e).with_context(|| {
                 format!("encoding {} at {}", c.symbol, time::fmt_ms(c.open_time))
             });
@@ -270,7 +257,10 @@ impl KafkaSink {
                     pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Err((e, _)) => {
-                    self.metrics.send_errors.with_label_values(&["queue"]).inc();
+                    SendFailed {
+                        kind: SendErrorKind::Queue,
+                    }
+                    .emit(&self.metrics);
                     return Err(e).with_context(|| format!("sending {} to Kafka", c.symbol));
                 }
             }
@@ -292,25 +282,19 @@ impl KafkaSink {
         let c = &out.candle;
         match result {
             Ok(()) => {
-                self.metrics.in_flight.dec();
                 summary.acked += 1;
-                self.metrics
-                    .delivery_latency
-                    .observe(start.elapsed().as_secs_f64());
-                self.metrics
-                    .candles_sent
-                    .with_label_values(&[c.source.as_str()])
-                    .inc();
-                self.metrics
-                    .last_candle_time
-                    .set(c.open_time as f64 / 1000.0);
+                CandleAcked {
+                    candle: c,
+                    latency: start.elapsed(),
+                }
+                .emit(&self.metrics);
                 None
             }
             Err(e) => {
-                self.metrics
-                    .send_errors
-                    .with_label_values(&["delivery"])
-                    .inc();
+                SendFailed {
+                    kind: SendErrorKind::Delivery,
+                }
+                .emit(&self.metrics);
                 Some((out, e))
             }
         }

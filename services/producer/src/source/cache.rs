@@ -35,6 +35,7 @@
 //!   with the one-time cost. Conversion runs on up to [`MAX_WORKERS`] threads.
 
 use crate::source::parquet::CandleFile;
+pub use crate::source::stats::CacheCounts;
 use candlepipe_model::repack::{repack_file, RepackError, RepackOptions};
 use candlepipe_runtime::shutdown::Shutdown;
 use parquet::file::metadata::ParquetMetaDataReader;
@@ -89,29 +90,6 @@ pub enum CacheError {
     Write(RepackError),
     #[error("stopped while filling the replay cache ({done} of {total} copies made; the next start goes on from there)")]
     Interrupted { done: usize, total: usize },
-}
-
-/// What the cache did at the last open, for logs, tests and the operator.
-#[derive(Debug, Default)]
-pub struct CacheCounts {
-    direct: AtomicU64,
-    reused: AtomicU64,
-    converted: AtomicU64,
-}
-
-impl CacheCounts {
-    /// Files read directly (pages small enough).
-    pub fn direct(&self) -> u64 {
-        self.direct.load(Ordering::Relaxed)
-    }
-    /// Files read through a copy that was already in the cache.
-    pub fn reused(&self) -> u64 {
-        self.reused.load(Ordering::Relaxed)
-    }
-    /// Files read through a copy made at this open.
-    pub fn converted(&self) -> u64 {
-        self.converted.load(Ordering::Relaxed)
-    }
 }
 
 /// The cache's settings (from `ReplayOptions`).

@@ -7,9 +7,13 @@
 //! kline files by symbol. The merge sees only [`Input`] and [`InputCursor`]: a symbol, a
 //! row count, a time range, and a cursor handing out candles in time order.
 
+use crate::source::file_error::FileError;
 use crate::source::klines::{self, KlineCursor, KlineFile, KlineSeries};
-use crate::source::parquet::{CandleFile, FileCursor, FileError, Window};
-use crate::source::replay::{ReplayError, ReplayOptions, ReplayStats};
+use crate::source::parquet::{CandleFile, FileCursor};
+use crate::source::replay_error::ReplayError;
+use crate::source::replay_options::ReplayOptions;
+use crate::source::row::Window;
+use crate::source::stats::ReplayStats;
 use candlepipe_model::Candle;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

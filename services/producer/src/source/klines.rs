@@ -27,12 +27,14 @@
 //! symbol's stream: overlapping files (a month and a day inside it) give each minute once,
 //! as a parquet file with duplicate rows does.
 
-mod line;
+pub(crate) mod error;
+pub(crate) mod line;
 mod name;
 mod stream;
 
-use crate::source::parquet::{Admit, FileError, Window, BAD_ROWS_LOGGED};
-use crate::source::replay::ReplayStats;
+use crate::source::file_error::FileError;
+use crate::source::row::{Admit, Window, BAD_ROWS_LOGGED};
+use crate::source::stats::ReplayStats;
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::Candle;
 use line::Fields;
@@ -40,28 +42,9 @@ use name::{KlineName, Period};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use stream::{Container, Lines};
-use thiserror::Error;
 
+pub use error::KlineError;
 pub use line::BadLine;
-
-/// Why a kline file cannot be replayed (inside a [`FileError`], after the file's path).
-#[derive(Debug, Error)]
-pub enum KlineError {
-    #[error("file name is not a Binance kline file name (SYMBOL-1m-YYYY-MM or SYMBOL-1m-YYYY-MM-DD, then .csv or .zip)")]
-    Name,
-    #[error("holds {0} klines; only 1m klines can be replayed")]
-    Interval(String),
-    #[error("not a readable zip file: {0}")]
-    NotZip(zip::result::ZipError),
-    #[error("the zip holds {0} files; a Binance kline zip holds one CSV")]
-    ZipEntries(usize),
-    #[error("the CSV in the zip is {0}; only stored or deflated files can be read")]
-    ZipEntry(String),
-    #[error("not a Binance kline CSV: line {line}: {problem}")]
-    NotKlines { line: u64, problem: BadLine },
-    #[error("cannot read past line {line}: {cause}")]
-    Read { line: u64, cause: std::io::Error },
-}
 
 /// Whether a dataset file with this extension is a kline file (`.csv` or `.zip`).
 pub fn is_kline_extension(extension: &str) -> bool {

@@ -71,20 +71,6 @@
 //! the fake Yahoo used by the tests is checked against its `HistoryBuilder`, an independent
 //! reader of Yahoo's chart format.
 
-/// Every `kind` label of `candlepipe_producer_live_fetch_errors_total`: the fetch failures
-/// and `invalid_candle` for bars that fail validation.
-pub const FETCH_ERROR_KINDS: [&str; 9] = [
-    "http_429",
-    "http_5xx",
-    "http_4xx",
-    "timeout",
-    "connect",
-    "malformed",
-    "api_error",
-    "too_large",
-    "invalid_candle",
-];
-
 mod backoff;
 mod chart;
 mod feed;
@@ -95,8 +81,8 @@ mod yahoo;
 
 pub use yahoo::DEFAULT_MAX_RESPONSE_BYTES;
 
+use crate::handoff::CandleOut;
 use crate::metrics::ProducerMetrics;
-use crate::sink::SinkCommand;
 use anyhow::Context;
 use candlepipe_model::time::now_ms;
 use candlepipe_model::validate::validate_symbol;
@@ -107,7 +93,6 @@ use health::LiveHealth;
 pub use health::FAILURES_UNTIL_UNREADY;
 use poller::{poll_symbol, PollContext};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use yahoo::ChartClient;
 
@@ -160,9 +145,6 @@ impl LiveSource {
         }
         let client = ChartClient::new(opts.base_url.as_deref(), opts.request_timeout)?
             .with_max_body(opts.max_response_bytes);
-        for kind in ["http_429", "http_5xx", "timeout", "connect", "malformed"] {
-            metrics.live_fetch_errors.with_label_values(&[kind]);
-        }
         let ctx = PollContext {
             client,
             metrics,
@@ -189,11 +171,7 @@ impl LiveSource {
 
     /// Polls until `stop` fires, then returns once the last candle has been handed to `out`.
     /// May be called again later (after a switch back to live): it continues where it was.
-    pub async fn run(
-        &mut self,
-        mut stop: Shutdown,
-        out: mpsc::Sender<SinkCommand>,
-    ) -> anyhow::Result<()> {
+    pub async fn run(&mut self, mut stop: Shutdown, out: CandleOut) -> anyhow::Result<()> {
         let feeds = match self.feeds.take() {
             Some(f) => f,
             None => match self.resume(&mut stop).await {

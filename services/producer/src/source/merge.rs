@@ -13,9 +13,11 @@
 //! pairs listed in different years only holds the files that overlap the current replay
 //! time, and each open file costs one [`FileCursor`]'s small buffers.
 
+use crate::source::file_error::FileError;
 use crate::source::input::{Input, InputCursor};
-use crate::source::parquet::{FileError, Window};
-use crate::source::replay::{ReplayError, ReplayStats};
+use crate::source::replay_error::ReplayError;
+use crate::source::row::Window;
+use crate::source::stats::ReplayStats;
 use candlepipe_model::Candle;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -19,11 +19,11 @@
 //! and kept in [`ReplayStats`] for the metrics endpoint.
 
 use crate::clock::Clock;
-use crate::source::cache::{self, CacheCounts, CacheError, CacheSettings};
+use crate::source::cache::{self, CacheSettings};
 use crate::source::input::{self, Input, Listing};
 use crate::source::merge::Merge;
 use crate::source::pacing::Pacer;
-use crate::source::parquet::Window;
+use crate::source::row::Window;
 use crate::source::timeline::{Continuation, Resume};
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::time::fmt_ms;
@@ -31,166 +31,22 @@ use candlepipe_model::Candle;
 use candlepipe_runtime::shutdown::{self, Shutdown};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use thiserror::Error;
 
+pub use crate::source::file_error::FileError;
 pub use crate::source::klines::{BadLine, KlineError};
 pub use crate::source::pacing::Speed;
-pub use crate::source::parquet::{BadRow, FileError, BATCH_ROWS};
+pub use crate::source::parquet::BATCH_ROWS;
+pub use crate::source::replay_error::ReplayError;
+pub use crate::source::replay_options::ReplayOptions;
+pub use crate::source::row::BadRow;
+pub use crate::source::stats::ReplayStats;
 pub use crate::source::timeline::ReplayTail;
 
 /// How often a progress line is logged while candles flow.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
-
-/// Everything the replay is told by the command line (the README's "Configuration" lists
-/// the flags).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReplayOptions {
-    /// Folder holding `BASE-QUOTE.parquet` files and/or Binance kline files
-    /// (`BTCUSDT-1m-2024-01.zip`, `.csv`, monthly or daily; see `klines.rs`) (`--dataset`).
-    pub dataset: PathBuf,
-    /// Only these symbols (parquet file stems, kline files' mapped symbols); `None` or
-    /// empty = every file (`--symbols`).
-    pub symbols: Option<Vec<String>>,
-    /// First original open time replayed, Unix ms, inclusive (`--start`).
-    pub start: Option<i64>,
-    /// Original open times from here on are not replayed, Unix ms, exclusive (`--end`).
-    pub end: Option<i64>,
-    /// Pacing (`--speed`).
-    pub speed: Speed,
-    /// Start over when the dataset is done (`--loop`).
-    pub looping: bool,
-    /// Shift timestamps so the replay looks live (`--rebase`).
-    pub rebase: bool,
-    /// How much of the dataset lands in the past under rebase (`--backfill`).
-    pub backfill: Duration,
-    /// Log, count and skip unreadable files instead of failing (`--skip-bad-files`).
-    pub skip_bad_files: bool,
-    /// Where small-page copies of large-page files go (`--replay-cache`); `None` =
-    /// `<dataset>/.candlepipe-cache` (see `cache.rs`).
-    pub cache_dir: Option<PathBuf>,
-    /// Bytes of decompressed pages all open files may hold together; files that would not
-    /// fit are read through a cached copy (`--replay-page-budget`).
-    pub page_budget: u64,
-}
-
-impl ReplayOptions {
-    /// The documented defaults for `dataset`: speed 60, loop, rebase, 24h backfill.
-    pub fn new(dataset: impl Into<PathBuf>) -> Self {
-        ReplayOptions {
-            dataset: dataset.into(),
-            symbols: None,
-            start: None,
-            end: None,
-            speed: Speed::Factor(60.0),
-            looping: true,
-            rebase: true,
-            backfill: Duration::from_secs(24 * 3600),
-            skip_bad_files: false,
-            cache_dir: None,
-            page_budget: cache::DEFAULT_PAGE_BUDGET,
-        }
-    }
-}
-
-/// Why the replay cannot start or go on.
-#[derive(Debug, Error)]
-pub enum ReplayError {
-    #[error("dataset folder {}: {cause}", path.display())]
-    Dataset {
-        path: PathBuf,
-        cause: std::io::Error,
-    },
-    #[error("no *.parquet, *.csv or *.zip files in dataset folder {}", .0.display())]
-    NoFiles(PathBuf),
-    #[error("symbols {missing:?} have no file in {} (expected e.g. {}/{}.parquet, or Binance kline files such as BTCUSDT-1m-2024-01.zip for BTC-USDT)", dir.display(), dir.display(), missing[0])]
-    UnknownSymbols { dir: PathBuf, missing: Vec<String> },
-    #[error("symbol {symbol} is in both {} and Binance kline files ({} ...): keep one kind of file per symbol", parquet.display(), klines.display())]
-    MixedSymbol {
-        symbol: String,
-        parquet: PathBuf,
-        klines: PathBuf,
-    },
-    #[error("--start {} is not before --end {}", fmt_ms(*start), fmt_ms(*end))]
-    EmptyWindow { start: i64, end: i64 },
-    #[error("every *.parquet, *.csv and *.zip file in {} is unreadable ({skipped} skipped)", dir.display())]
-    NothingReadable { dir: PathBuf, skipped: u64 },
-    #[error("{}: {cause}", path.display())]
-    File { path: PathBuf, cause: FileError },
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-}
-
-/// Live counters of a replay, shared with the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct ReplayStats {
-    rows_sent: AtomicU64,
-    bad_rows: AtomicU64,
-    bad_files: AtomicU64,
-    total_rows: AtomicU64,
-    /// Rows taken out of the files in the current pass (sent, bad, filtered, skipped).
-    rows_read: AtomicU64,
-    position_ms: AtomicI64,
-    loops: AtomicU64,
-    cache: CacheCounts,
-}
-
-impl ReplayStats {
-    /// Candles handed to `emit` and accepted, over all passes.
-    pub fn rows_sent(&self) -> u64 {
-        self.rows_sent.load(Ordering::Relaxed)
-    }
-    /// Rows skipped as invalid, over all passes.
-    pub fn bad_rows(&self) -> u64 {
-        self.bad_rows.load(Ordering::Relaxed)
-    }
-    /// Files skipped as unreadable (`--skip-bad-files`).
-    pub fn bad_files(&self) -> u64 {
-        self.bad_files.load(Ordering::Relaxed)
-    }
-    /// Rows in the replayed files (from parquet footers; for kline files, the minutes
-    /// their names cover, as their rows are not counted before reading).
-    pub fn total_rows(&self) -> u64 {
-        self.total_rows.load(Ordering::Relaxed)
-    }
-    /// Original open time (Unix ms) of the last candle sent; 0 before the first.
-    pub fn position_ms(&self) -> i64 {
-        self.position_ms.load(Ordering::Relaxed)
-    }
-    /// What the replay cache did when the dataset was opened.
-    pub fn cache(&self) -> &CacheCounts {
-        &self.cache
-    }
-    /// Passes over the dataset completed.
-    pub fn loops(&self) -> u64 {
-        self.loops.load(Ordering::Relaxed)
-    }
-    /// Share of the current pass's rows read so far, 0 to 100.
-    pub fn percent_done(&self) -> f64 {
-        let total = self.total_rows();
-        if total == 0 {
-            return 100.0;
-        }
-        (self.rows_read.load(Ordering::Relaxed) as f64 * 100.0 / total as f64).min(100.0)
-    }
-
-    pub(crate) fn note_rows_read(&self, n: u64) {
-        self.rows_read.fetch_add(n, Ordering::Relaxed);
-    }
-    pub(crate) fn note_bad_row(&self) {
-        self.bad_rows.fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn note_bad_file(&self) {
-        self.bad_files.fetch_add(1, Ordering::Relaxed);
-    }
-    fn note_sent(&self, original_open_time: i64) {
-        self.rows_sent.fetch_add(1, Ordering::Relaxed);
-        self.position_ms
-            .store(original_open_time, Ordering::Relaxed);
-    }
-}
 
 /// How a [`ReplaySource::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -567,6 +423,7 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::cache::CacheError;
 
     /// Each cause shows once in the whole chain as the binary prints it (`{:#}` of the
     /// anyhow error at the edge): a message that embeds its cause must not also hand it

@@ -30,7 +30,7 @@
 //! already has is sent again under another time.
 
 use crate::clock::{Clock, SystemClock};
-use crate::sink::REPLAY_SHIFT_HEADER;
+use crate::handoff::REPLAY_SHIFT_HEADER;
 use crate::source::tail::{self, Found};
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::time::fmt_ms;

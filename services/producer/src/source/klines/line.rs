@@ -13,7 +13,7 @@
 //! columns, numbers where numbers belong) and [`Fields::candle`] applies the candle rules
 //! shared with parquet ([`validate`], the time unit).
 
-use crate::source::parquet::BadRow;
+use crate::source::row::BadRow;
 use arrow_schema::TimeUnit;
 use candlepipe_model::validate::{validate, MAX_OPEN_TIME_MS, MIN_OPEN_TIME_MS};
 use candlepipe_model::{Candle, Source};

@@ -11,8 +11,8 @@
 //! longest quote asset from [`QUOTE_ASSETS`] that ends the name; a name that ends with no
 //! listed quote (or already contains a `-`) is kept as it is.
 
-use super::KlineError;
-use crate::source::parquet::FileError;
+use super::error::KlineError;
+use crate::source::file_error::FileError;
 use candlepipe_model::candle::MINUTE_MS;
 use candlepipe_model::time::parse_instant_ms;
 use candlepipe_model::validate::validate_symbol;

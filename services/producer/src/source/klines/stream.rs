@@ -8,8 +8,8 @@
 //! the merge keeps between calls.) An open file costs a few tens of KiB: the line buffer,
 //! the read buffers and the inflater's 32 KiB window.
 
-use super::KlineError;
-use crate::source::parquet::FileError;
+use super::error::KlineError;
+use crate::source::file_error::FileError;
 use crate::source::regular;
 use flate2::bufread::DeflateDecoder;
 use flate2::Crc;

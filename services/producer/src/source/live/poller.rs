@@ -11,12 +11,12 @@ use super::backoff::Backoff;
 use super::feed::{Absorbed, SymbolFeed};
 use super::health::LiveHealth;
 use super::yahoo::{ChartClient, FetchError};
+use crate::events::{InternalEvent, InvalidLiveCandle, LiveFetchFailed, LiveFetched};
+use crate::handoff::CandleOut;
 use crate::metrics::ProducerMetrics;
-use crate::sink::SinkCommand;
-use candlepipe_model::time::{fmt_ms, now_ms};
+use candlepipe_model::time::now_ms;
 use candlepipe_runtime::shutdown::Shutdown;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// What every symbol's loop shares.
@@ -35,7 +35,7 @@ pub(crate) async fn poll_symbol(
     mut feed: SymbolFeed,
     ctx: PollContext,
     mut stop: Shutdown,
-    out: mpsc::Sender<SinkCommand>,
+    out: CandleOut,
 ) -> SymbolFeed {
     let mut backoff = Backoff::for_poll_interval(ctx.poll_interval);
     let mut next = Instant::now();
@@ -50,9 +50,10 @@ pub(crate) async fn poll_symbol(
             r = ctx.client.fetch(&feed.symbol, window.from, window.to) => r,
             _ = stop.recv() => return feed,
         };
-        ctx.metrics
-            .live_fetch_duration
-            .observe(started.elapsed().as_secs_f64());
+        LiveFetched {
+            elapsed: started.elapsed(),
+        }
+        .emit(&ctx.metrics);
         match result {
             Ok(fetched) => {
                 if backoff.failures() > 0 {
@@ -64,7 +65,7 @@ pub(crate) async fn poll_symbol(
                 let absorbed = feed.absorb(&fetched.chart, fetched.market_now, window);
                 report(&feed, &absorbed, &ctx.metrics);
                 for c in absorbed.candles {
-                    if out.send(SinkCommand::Candle(c)).await.is_err() {
+                    if !out.send(c).await {
                         return feed; // the sink is gone: the producer is shutting down
                     }
                 }
@@ -90,19 +91,25 @@ pub(crate) async fn poll_symbol(
 
 /// Logs and counts a failed fetch (the log line and the metric always agree).
 fn fetch_failed(symbol: &str, e: &FetchError, wait: Duration, failures: u32, m: &ProducerMetrics) {
-    m.live_fetch_errors.with_label_values(&[e.kind()]).inc();
-    tracing::warn!(symbol, kind = e.kind(), consecutive = failures, retry_in = ?wait,
-        "Yahoo chart fetch for {symbol} failed: {e}");
+    LiveFetchFailed {
+        symbol,
+        kind: e.kind(),
+        error: e,
+        consecutive: failures,
+        retry_in: wait,
+    }
+    .emit(m);
 }
 
 /// Logs and counts what a good answer held besides publishable candles.
 fn report(feed: &SymbolFeed, a: &Absorbed, m: &ProducerMetrics) {
     for (open_time, why) in &a.invalid {
-        m.live_fetch_errors
-            .with_label_values(&["invalid_candle"])
-            .inc();
-        tracing::warn!(symbol = %feed.symbol, open_time = %fmt_ms(*open_time),
-            "skipping an invalid Yahoo candle of {}: {why}", feed.symbol);
+        InvalidLiveCandle {
+            symbol: &feed.symbol,
+            open_time: *open_time,
+            why,
+        }
+        .emit(m);
     }
     if a.null_volumes > 0 {
         tracing::debug!(symbol = %feed.symbol, count = a.null_volumes,

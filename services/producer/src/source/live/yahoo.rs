@@ -14,6 +14,7 @@
 //! producer to 2.36 GB of memory.
 
 use super::chart::{parse_chart, Chart, ChartError};
+use crate::metrics::LiveErrorKind;
 use candlepipe_runtime::http_body::{read_capped, BodyError};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -55,16 +56,16 @@ pub(crate) enum FetchError {
 impl FetchError {
     /// The metric label: `http_429`, `http_5xx`, `http_4xx`, `timeout`, `connect`,
     /// `malformed`, `api_error` or `too_large`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> LiveErrorKind {
         match self {
-            FetchError::RateLimited { .. } => "http_429",
-            FetchError::Server { .. } => "http_5xx",
-            FetchError::Refused { .. } => "http_4xx",
-            FetchError::Timeout(_) => "timeout",
-            FetchError::Connect(_) => "connect",
-            FetchError::Malformed(_) => "malformed",
-            FetchError::Api(_) => "api_error",
-            FetchError::TooLarge(_) => "too_large",
+            FetchError::RateLimited { .. } => LiveErrorKind::Http429,
+            FetchError::Server { .. } => LiveErrorKind::Http5xx,
+            FetchError::Refused { .. } => LiveErrorKind::Http4xx,
+            FetchError::Timeout(_) => LiveErrorKind::Timeout,
+            FetchError::Connect(_) => LiveErrorKind::Connect,
+            FetchError::Malformed(_) => LiveErrorKind::Malformed,
+            FetchError::Api(_) => LiveErrorKind::ApiError,
+            FetchError::TooLarge(_) => LiveErrorKind::TooLarge,
         }
     }
 
@@ -273,7 +274,9 @@ mod tests {
     #[test]
     fn error_kinds_are_the_metric_labels() {
         assert_eq!(
-            FetchError::RateLimited { retry_after: None }.kind(),
+            FetchError::RateLimited { retry_after: None }
+                .kind()
+                .as_str(),
             "http_429"
         );
         assert_eq!(
@@ -281,17 +284,27 @@ mod tests {
                 status: 503,
                 snippet: String::new()
             }
-            .kind(),
+            .kind()
+            .as_str(),
             "http_5xx"
         );
-        assert_eq!(FetchError::Timeout(String::new()).kind(), "timeout");
-        assert_eq!(FetchError::Connect(String::new()).kind(), "connect");
-        assert_eq!(FetchError::TooLarge(String::new()).kind(), "too_large");
+        assert_eq!(
+            FetchError::Timeout(String::new()).kind().as_str(),
+            "timeout"
+        );
+        assert_eq!(
+            FetchError::Connect(String::new()).kind().as_str(),
+            "connect"
+        );
+        assert_eq!(
+            FetchError::TooLarge(String::new()).kind().as_str(),
+            "too_large"
+        );
         for e in [
             FetchError::TooLarge(String::new()),
             FetchError::Timeout(String::new()),
         ] {
-            assert!(super::super::FETCH_ERROR_KINDS.contains(&e.kind()));
+            assert!(LiveErrorKind::ALL.contains(&e.kind()));
         }
     }
 
@@ -308,6 +321,6 @@ mod tests {
         )
         .unwrap();
         let e = c.fetch("BTC-USD", 0, 60_000).await.unwrap_err();
-        assert_eq!(e.kind(), "connect", "{e}");
+        assert_eq!(e.kind().as_str(), "connect", "{e}");
     }
 }
