@@ -44,8 +44,10 @@ use crate::state::{Aggregator, Applied};
 use crate::watch::{Owned, Stalled};
 use anyhow::{bail, Context as _};
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::kafka_log::{self, KafkaLog, Reader};
 use candlepipe_model::shutdown::Shutdown;
 use candlepipe_model::{codec, time, Candle};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -119,7 +121,16 @@ impl BatchContext {
     }
 }
 
-impl ClientContext for BatchContext {}
+/// librdkafka's log lines and errors are logged like every other client's ([`kafka_log`]).
+impl ClientContext for BatchContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        kafka_log::on_log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka_log::on_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for BatchContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -403,7 +414,9 @@ impl MicroBatchEngine {
                         if let Some(fatal) = self.fatal() {
                             return Err(fatal);
                         }
-                        tracing::warn!("Kafka: {e}");
+                        // Error events were logged by the context already (same kind:
+                        // counted, not repeated); errors of a fetch are logged here.
+                        kafka_log::on_error(&e, "");
                     }
                 },
             }
@@ -472,7 +485,9 @@ impl MicroBatchEngine {
             .set("fetch.max.bytes", FETCH_MAX_BYTES);
         self.kafka.finish(&mut cfg);
         cfg.set("receive.message.max.bytes", &self.receive_max);
-        let reader: BaseConsumer = cfg.create().context("creating the too-large probe")?;
+        let reader: Reader = cfg
+            .create_with_context(KafkaLog)
+            .context("creating the too-large probe")?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(at))?;
         reader.assign(&tpl)?;
@@ -579,13 +594,14 @@ impl MicroBatchEngine {
     }
 
     /// A plain reader on the topic (assigned partitions, no group membership) for rebuilds.
-    fn reader(&self) -> anyhow::Result<BaseConsumer> {
+    fn reader(&self) -> anyhow::Result<Reader> {
         let mut cfg = self.kafka.client_config();
         cfg.set("group.id", format!("{}-rebuild", self.opts.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
         self.kafka.finish(&mut cfg);
-        cfg.create().context("creating the rebuild reader")
+        cfg.create_with_context(KafkaLog)
+            .context("creating the rebuild reader")
     }
 
     fn drop_partition_state(&mut self, p: i32) {
@@ -653,7 +669,9 @@ impl MicroBatchEngine {
                             }
                         }
                         Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
-                        Some(Err(e)) => tracing::warn!("rebuild read of partition {p}: {e}"),
+                        Some(Err(e)) => {
+                            kafka_log::on_error(&e, &format!("rebuild read of partition {p}: {e}"))
+                        }
                         None if last_progress.elapsed() > Duration::from_secs(60) => {
                             bail!("rebuilding partition {p}: no message for 60s at offset {next} (want up to {committed})")
                         }

@@ -6,12 +6,12 @@
 //! Kafka's default would delete it after 7 days. An existing topic is never changed, but a
 //! finite retention on it gets a warning with the command that lifts it.
 
+use crate::kafka_log::KafkaLog;
 use anyhow::{bail, Context};
 use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use std::time::Duration;
@@ -84,8 +84,9 @@ pub struct TopicSpec {
 pub async fn ensure_topic(args: &KafkaArgs, topic: &str, spec: TopicSpec) -> anyhow::Result<()> {
     let mut cfg = args.client_config();
     args.finish(&mut cfg);
-    let admin: AdminClient<DefaultClientContext> =
-        cfg.create().context("creating the Kafka admin client")?;
+    let admin: AdminClient<KafkaLog> = cfg
+        .create_with_context(KafkaLog)
+        .context("creating the Kafka admin client")?;
     let mut new = NewTopic::new(
         topic,
         spec.partitions,
@@ -119,11 +120,7 @@ pub async fn ensure_topic(args: &KafkaArgs, topic: &str, spec: TopicSpec) -> any
 }
 
 /// Warns when an existing log-of-record topic deletes old messages.
-async fn warn_if_finite(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    opts: &AdminOptions,
-) {
+async fn warn_if_finite(admin: &AdminClient<KafkaLog>, topic: &str, opts: &AdminOptions) {
     let described = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], opts)
         .await;
@@ -188,7 +185,7 @@ pub async fn ensure_topic_retrying(
 }
 
 /// A readiness check for `/readyz`: do the brokers answer a metadata request?
-pub async fn probe_brokers(producer: rdkafka::producer::FutureProducer) -> Result<String, String> {
+pub async fn probe_brokers(producer: crate::kafka_log::Producer) -> Result<String, String> {
     use rdkafka::producer::Producer;
     tokio::task::spawn_blocking(move || {
         producer

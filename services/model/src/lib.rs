@@ -10,7 +10,7 @@
 //! It also holds the few runtime pieces both binaries need in exactly the same shape:
 //! [`shutdown`] (one signal fan-out passed to every task), [`http`] (the `/metrics`,
 //! `/healthz`, `/readyz` server), [`telemetry`] (tracing setup), [`kafka`] (client settings
-//! and topic creation), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
+//! and topic creation; [`kafka_log`] keeps librdkafka's own reports readable), [`time`] (minute arithmetic and duration parsing) and [`alloc`]
 //! (glibc malloc settings that keep RSS near what is live); [`errlog`] turns a flood of
 //! repeated errors into a summary line per kind per interval; [`secret`] reads the
 //! `*_FILE` variants of secrets (the Docker-secrets convention).
@@ -30,6 +30,7 @@ pub mod http;
 #[cfg(feature = "http-client")]
 pub mod http_body;
 pub mod kafka;
+pub mod kafka_log;
 #[cfg(any(test, feature = "test-support"))]
 pub mod log_capture;
 #[cfg(feature = "parquet")]

@@ -22,10 +22,11 @@ use crate::metrics::ProducerMetrics;
 use anyhow::Context;
 use candlepipe_model::errlog::ErrorTally;
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::kafka_log::{KafkaLog, Producer as FutureProducer};
 use candlepipe_model::{codec, time, Candle};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -130,7 +131,9 @@ impl KafkaSink {
                 opts.delivery_timeout.as_millis().to_string(),
             );
         kafka.finish(&mut cfg);
-        let producer: FutureProducer = cfg.create().context("creating the Kafka producer")?;
+        let producer: FutureProducer = cfg
+            .create_with_context(KafkaLog)
+            .context("creating the Kafka producer")?;
         Ok(KafkaSink {
             producer,
             opts,

@@ -18,8 +18,9 @@
 
 use anyhow::{bail, Context};
 use candlepipe_model::kafka::KafkaArgs;
+use candlepipe_model::kafka_log::{KafkaLog, Reader};
 use candlepipe_model::{codec, Source};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -53,7 +54,7 @@ pub(crate) fn newest_closed_live(
     not_before: i64,
 ) -> anyhow::Result<Resumed> {
     let topic = kafka.topic.as_str();
-    let consumer: BaseConsumer = {
+    let consumer: Reader = {
         let mut cfg = kafka.client_config();
         cfg.set(
             "group.id",
@@ -62,7 +63,8 @@ pub(crate) fn newest_closed_live(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
         kafka.finish(&mut cfg);
-        cfg.create().context("creating the resume reader")?
+        cfg.create_with_context(KafkaLog)
+            .context("creating the resume reader")?
     };
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
@@ -142,7 +144,7 @@ enum ChunkEnd {
 
 /// Reads one partition from offset `from` until `until`, calling `each` for every message.
 fn read_range(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     topic: &str,
     partition: i32,
     from: i64,
