@@ -57,6 +57,11 @@ pub type Reader = rdkafka::consumer::BaseConsumer<KafkaLog>;
 
 /// A librdkafka error event (the `error` callback), or an error a consumer's poll returned.
 pub fn on_error(error: &KafkaError, reason: &str) {
+    if let KafkaError::PartitionEOF(_) = error {
+        // A reader's poll result (`rdkafka_error_code` is `None` for this variant).
+        tracing::debug!("Kafka: end of partition reached ({error}) {reason}");
+        return;
+    }
     match error.rdkafka_error_code() {
         Some(RDKafkaErrorCode::PartitionEOF) => {
             tracing::debug!("Kafka: end of partition reached ({error}) {reason}");
