@@ -47,7 +47,11 @@ pub(crate) async fn poll_symbol(
         let window = feed.window(now_ms());
         let started = Instant::now();
         let result = tokio::select! {
-            r = ctx.client.fetch(&feed.symbol, window.from, window.to) => r,
+            r = ctx.client.fetch(&feed.symbol, window.from, window.to, |e| {
+                ctx.metrics.live_fetch_errors.with_label_values(&[e.kind()]).inc();
+                tracing::info!(symbol = %feed.symbol, kind = e.kind(),
+                    "Yahoo refused the chart request ({e}); fetching a cookie and crumb and asking again");
+            }) => r,
             _ = stop.recv() => return feed,
         };
         ctx.metrics
