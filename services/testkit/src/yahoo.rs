@@ -142,8 +142,6 @@ impl YahooFake {
         }));
         let app = Router::new()
             .route("/v8/finance/chart/{symbol}", get(chart))
-            .route("/consent", get(consent))
-            .route("/v1/test/getcrumb", get(getcrumb))
             .fallback(not_a_chart_request)
             .with_state(state.clone());
         YahooFake {
@@ -445,8 +443,9 @@ fn record(
     });
 }
 
-/// `fc.yahoo.com`'s answer: 404, with the cookie.
-async fn consent(
+/// Everything but a chart request: `fc.yahoo.com`'s answer (404, with the cookie), the
+/// crumb (to a request with the current cookie), or 404.
+async fn not_a_chart_request(
     State(state): State<Shared>,
     version: Version,
     headers: HeaderMap,
@@ -454,36 +453,30 @@ async fn consent(
 ) -> Response {
     let mut s = state.lock().expect("fake Yahoo state");
     record(&mut s, None, &uri, &HashMap::new(), version, &headers, None);
-    let cookie = format!(
-        "{}; Expires=Sat, 04 Dec 2027 00:00:00 GMT; Max-Age=31557600; Domain=.yahoo.com; Path=/; Secure; HttpOnly; SameSite=None",
-        s.auth.cookie()
-    );
-    (
-        StatusCode::NOT_FOUND,
-        [(header::SET_COOKIE, cookie)],
-        "<html>Not Found</html>",
-    )
-        .into_response()
-}
-
-/// The crumb, to a request with the current cookie.
-async fn getcrumb(
-    State(state): State<Shared>,
-    version: Version,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let mut s = state.lock().expect("fake Yahoo state");
-    record(&mut s, None, &uri, &HashMap::new(), version, &headers, None);
-    if !s.auth.has_cookie(&headers) {
-        return (
+    match uri.path() {
+        "/consent" => {
+            let cookie = format!(
+                "{}; Expires=Sat, 04 Dec 2027 00:00:00 GMT; Max-Age=31557600; Domain=.yahoo.com; Path=/; Secure; HttpOnly; SameSite=None",
+                s.auth.cookie()
+            );
+            (
+                StatusCode::NOT_FOUND,
+                [(header::SET_COOKIE, cookie)],
+                "<html>Not Found</html>",
+            )
+                .into_response()
+        }
+        "/v1/test/getcrumb" if s.auth.has_cookie(&headers) => {
+            ([(header::CONTENT_TYPE, "text/plain")], s.auth.crumb()).into_response()
+        }
+        "/v1/test/getcrumb" => (
             StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "application/json")],
             r#"{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Cookie"}}}"#,
         )
-            .into_response();
+            .into_response(),
+        _ => (StatusCode::NOT_FOUND, "not a chart request").into_response(),
     }
-    ([(header::CONTENT_TYPE, "text/plain")], s.auth.crumb()).into_response()
 }
 
 async fn chart(
@@ -643,17 +636,6 @@ fn answer_chart(s: &FakeState, symbol: &str, query: &HashMap<String, String>) ->
 }
 
 /// Anything that is not a chart request: recorded (so a test sees it), answered 404.
-async fn not_a_chart_request(
-    State(state): State<Shared>,
-    version: Version,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let mut s = state.lock().expect("fake Yahoo state");
-    record(&mut s, None, &uri, &HashMap::new(), version, &headers, None);
-    (StatusCode::NOT_FOUND, "not a chart request").into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
