@@ -113,9 +113,15 @@ fn reaching_the_end_of_a_partition_is_never_an_error() {
 
 /// Starts `bin` against `brokers` (nothing else it needs is missing).
 fn against(bin: &str, brokers: &str, influx: &Influxd) -> ServiceProcess {
+    against_with(bin, brokers, influx, &[])
+}
+
+/// [`against`], with `extra` arguments.
+fn against_with(bin: &str, brokers: &str, influx: &Influxd, extra: &[&str]) -> ServiceProcess {
     let mut args: Vec<String> = ["--brokers", brokers, "--topic", &unique("kafka-logs")]
         .map(String::from)
         .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
     if bin == "consumer" {
         args.extend(["--influx-url".into(), influx.url.clone()]);
         args.extend(influx.consumer_args("kafka_logs"));
@@ -198,4 +204,30 @@ fn a_broker_that_hangs_up_on_every_connection_is_one_line_per_kind() {
             "{bin}: each line names the broker: {lines:#?}"
         );
     }
+}
+
+/// SIGTERM while the topic is still being created on a broker that never answers: the
+/// producer used to wait out the admin call's own timeout (about 40 s with the default
+/// `--shutdown-timeout 30s`); now the shutdown ends the attempt, well within the timeout.
+#[test]
+fn sigterm_before_the_broker_ever_answered_exits_within_the_shutdown_timeout() {
+    let influx = Influxd::shared();
+    let mut p = against_with(
+        "producer",
+        "127.0.0.1:1",
+        influx,
+        &["--shutdown-timeout", "5s"],
+    );
+    wait_until(WAIT, "the broker problem to be logged", || {
+        p.full_log().contains("Connection refused")
+    });
+    p.signal(libc::SIGTERM);
+    // Three times the timeout: the exit must not depend on the admin call's 30 s or more.
+    let code = p.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        code,
+        Some(0),
+        "nothing was sent, so nothing is undelivered:\n{}",
+        p.full_log()
+    );
 }

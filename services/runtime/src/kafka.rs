@@ -183,7 +183,13 @@ pub async fn ensure_topic_retrying(
 ) -> anyhow::Result<bool> {
     let mut shutdown = shutdown.clone();
     loop {
-        match ensure_topic(args, topic, spec).await {
+        // A shutdown also ends an attempt in progress: with no broker answering, one
+        // attempt waits out the admin timeout, which would hold SIGTERM up for half a minute.
+        let attempt = tokio::select! {
+            r = ensure_topic(args, topic, spec) => r,
+            _ = shutdown.recv() => return Ok(false),
+        };
+        match attempt {
             Ok(()) => return Ok(true),
             Err(e) => {
                 tracing::warn!("{e:#}; retrying in 2s");
