@@ -9,7 +9,14 @@
 #   scripts/stack.sh status         what runs (exit 0 when every started service runs, 3 if not)
 #   scripts/stack.sh logs [-f] [service...]    kafka influxdb alertmanager prometheus producer
 #                                               consumer grafana
+#   scripts/stack.sh restart [service...]     stop the services (default: all), then `up`:
+#                                               they start with the settings given now
 #   scripts/stack.sh down [-v]      stop what `up` started (-v also deletes the stored data)
+#
+# Each started service's settings (its ports, the ports it talks to, and what it reads from
+# the environment) are recorded in STACK_DIR/<service>.settings. While it runs, those win:
+# `status` probes the ports it was started on, and `up` keeps them and names every new
+# value it ignored (apply them with `restart <service>`).
 #
 # State lives in STACK_DIR (default .stack/ in the repo, git-ignored): one pid file and one
 # log per service, generated configs, and the data (Kafka's log, InfluxDB, Prometheus TSDB)
@@ -42,6 +49,11 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The environment as given, before the defaults below fill it in: what `up` compares with
+# the settings a running service was started with.
+declare -A GIVEN=()
+while IFS='=' read -r -d '' name value; do GIVEN[$name]=$value; done < <(env -0)
 # shellcheck source=scripts/lib/install.sh
 source "$REPO/scripts/lib/install.sh"
 
@@ -101,6 +113,100 @@ port_of() {
   local vars
   read -r -a vars <<<"$(port_vars_of "$1")"
   echo "${!vars[0]}"
+}
+
+# --- recorded settings -------------------------------------------------------------------------
+
+settings_file() { echo "$STACK_DIR/$1.settings"; }
+
+# The environment variables (besides secrets' files) a binary reads: its --help's `[env: …]`.
+binary_env() {
+  [ -n "${BIN_DIR:-}" ] && [ -x "$BIN_DIR/$1" ] || return 0
+  "$BIN_DIR/$1" --help 2>/dev/null | grep -o '\[env: [A-Z0-9_]*' | cut -c7- | sort -u
+}
+
+# The settings a service is started with: its ports, the ports of what it talks to, and what
+# it reads from the environment.
+settings_of() {
+  case $1 in
+    kafka) echo KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP_OPTS ;;
+    influxdb) echo INFLUXDB_PORT INFLUXDB_ADMIN_USER INFLUXDB_ADMIN_PASSWORD INFLUXDB_ORG \
+      INFLUXDB_TOKEN INFLUXDB_READ_USER INFLUXDB_READ_PASSWORD ;;
+    alertmanager) echo ALERTMANAGER_PORT ;;
+    prometheus) echo PROMETHEUS_PORT PRODUCER_PORT CONSUMER_PORT INFLUXDB_PORT ALERTMANAGER_PORT ;;
+    producer) echo PRODUCER_PORT KAFKA_PORT "$(binary_env producer)" ;;
+    consumer) echo CONSUMER_PORT KAFKA_PORT INFLUXDB_PORT INFLUXDB_TOKEN "$(binary_env consumer)" ;;
+    grafana) echo GRAFANA_PORT INFLUXDB_PORT PROMETHEUS_PORT GRAFANA_ADMIN_PASSWORD \
+      GRAFANA_ANONYMOUS_ENABLED INFLUXDB_READ_USER INFLUXDB_READ_PASSWORD ;;
+  esac
+}
+
+# A setting's value now: the script's (ports, defaults filled in) or, for what the binaries
+# read, as given (empty when unset).
+setting_now() {
+  if [ -n "${!1+set}" ] && [[ $1 =~ _PORT$|^KAFKA_|^INFLUXDB_|^GRAFANA_ ]]; then
+    echo "${!1}"
+  else
+    echo "${GIVEN[$1]:-}"
+  fi
+}
+
+record_settings() {
+  local var
+  for var in $(settings_of "$1"); do
+    printf '%s=%s\n' "$var" "$(setting_now "$var")"
+  done >"$(settings_file "$1")"
+}
+
+# The value `svc` recorded for `var`; fails when it recorded none.
+recorded_setting() {
+  local file
+  file=$(settings_file "$1")
+  [ -f "$file" ] || return 1
+  grep -m1 "^$2=" "$file" | cut -d= -f2-
+}
+
+# Each service's own ports as recorded when it started, while it runs (or, for `status`,
+# also when it is stopped): a stack started on other ports keeps them, whatever this
+# invocation's environment says.
+use_recorded_ports() {
+  local svc var value
+  for svc in "${SERVICES[@]}"; do
+    [ "${1:-}" = all ] || [ -n "$(running_pid "$svc")" ] || continue
+    for var in $(port_vars_of "$svc"); do
+      if value=$(recorded_setting "$svc" "$var") && [ -n "$value" ]; then
+        printf -v "$var" '%s' "$value"
+      fi
+    done
+  done
+}
+
+# Names, for each running service, the settings given now that differ from those it runs
+# with: `up` leaves a running service alone.
+report_ignored() {
+  local svc var now was lines=() names=()
+  for svc in $(wanted_services); do
+    if [ -z "$(running_pid "$svc")" ] || [ ! -f "$(settings_file "$svc")" ]; then continue; fi
+    local differs=0
+    for var in $(settings_of "$svc"); do
+      was=$(recorded_setting "$svc" "$var") || continue
+      if [[ $var =~ _PORT$ ]] && [[ " $(port_vars_of "$svc") " == *" $var "* ]]; then
+        now=${GIVEN[$var]:-$was} # its own port: kept, so only a value given now differs
+      else
+        now=$(setting_now "$var")
+      fi
+      if [ "$now" != "$was" ]; then
+        case $var in *TOKEN* | *PASSWORD*) now='(new value)' was='(old value)' ;; esac
+        lines+=("$svc runs with $var=${was:-(unset)}; ignored $var=${now:-(unset)}")
+        differs=1
+      fi
+    done
+    [ "$differs" = 0 ] || names+=("$svc")
+  done
+  [ ${#lines[@]} -gt 0 ] || return 0
+  printf 'stack.sh: these settings were not applied, because the service already runs:\n' >&2
+  printf '  - %s\n' "${lines[@]}" >&2
+  printf 'Apply them with: scripts/stack.sh restart %s\n' "${names[*]}" >&2
 }
 
 # --- processes ------------------------------------------------------------------------------
@@ -168,6 +274,7 @@ launch() {
   if command -v setsid >/dev/null 2>&1; then detach=(setsid); else detach=(nohup); fi
   (cd "$dir" && exec "${detach[@]}" "$@") >>"$log" 2>&1 </dev/null &
   echo "$! $ident" >"$(pid_file "$svc")"
+  record_settings "$svc"
   STARTED+=("$svc")
 }
 
@@ -714,6 +821,7 @@ cmd_up() {
     [ -z "$(running_pid "$svc")" ] ||
       die "$svc, started by an older scripts/stack.sh, still runs: stop it with scripts/stack.sh down"
   done
+  use_recorded_ports
   # shellcheck disable=SC2046 # one word per service name
   check_ports $(wanted_services)
 
@@ -722,6 +830,7 @@ cmd_up() {
   ensure_influxdb2
   export PATH="$HOME/.cargo/bin:$PATH"
   binaries
+  report_ignored
 
   # Whatever makes `up` fail from here on (a service that does not come up, Ctrl-C), stop
   # what this run started rather than leave half a stack behind.
@@ -778,7 +887,7 @@ stop_services() {
     fi
     sleep 0.2
   done
-  for svc in "$@"; do rm -f "$(pid_file "$svc")"; done
+  for svc in "$@"; do rm -f "$(pid_file "$svc")" "$(settings_file "$svc")"; done
 }
 
 cmd_down() {
@@ -806,6 +915,7 @@ cmd_down() {
 
 cmd_status() {
   local svc pid port health rc=0
+  use_recorded_ports all
   printf '%-11s %-8s %-7s %-6s %s\n' SERVICE STATE PID PORT HEALTH
   for svc in "${SERVICES[@]}"; do
     pid=$(running_pid "$svc")
@@ -826,6 +936,21 @@ cmd_status() {
     printf '%-11s %-8s %-7s %-6s %s\n' "$svc" running "$pid" "$port" "$health"
   done
   return "$rc"
+}
+
+# Stops the given services (default: every one), clients first, then runs `up`.
+cmd_restart() {
+  local svc given=() order=()
+  for svc in "$@"; do
+    [[ " ${SERVICES[*]} " == *" $svc "* ]] ||
+      die "restart: no service $svc (the services: ${SERVICES[*]})"
+  done
+  [ $# -gt 0 ] && given=("$@") || given=("${SERVICES[@]}")
+  for svc in "${CLIENTS[@]}" "${SERVERS[@]}"; do
+    [[ " ${given[*]} " != *" $svc "* ]] || order+=("$svc")
+  done
+  if [ -d "$STACK_DIR" ]; then stop_services "${order[@]}"; fi
+  cmd_up
 }
 
 cmd_logs() {
@@ -854,6 +979,7 @@ usage() {
 
 case ${1:-} in
   up) cmd_up ;;
+  restart) shift; cmd_restart "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;
   logs) shift; cmd_logs "$@" ;;

@@ -16,9 +16,10 @@
 use crate::metrics::Stage;
 use anyhow::Context;
 use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::kafka_log::{KafkaLog, Producer as FutureProducer};
 use futures::future::try_join_all;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 /// Longest dead-letter value: fits Kafka's default `max.message.bytes` (1,048,588) with
@@ -57,7 +58,9 @@ impl DeadLetters {
             .set("message.timeout.ms", "0");
         kafka.finish(&mut cfg);
         Ok(DeadLetters {
-            producer: cfg.create().context("creating the dead-letter producer")?,
+            producer: cfg
+                .create_with_context(KafkaLog)
+                .context("creating the dead-letter producer")?,
             topic: dlq_topic.to_owned(),
             source_topic: kafka.topic.clone(),
         })

@@ -19,8 +19,9 @@ use crate::metrics::ConsumerMetrics;
 use anyhow::Context as _;
 use candlepipe_runtime::http::Readiness;
 use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::kafka_log::{KafkaLog, Reader};
 use candlepipe_runtime::shutdown::Shutdown;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,7 @@ struct Progress {
 /// The watch's state between two looks.
 struct Watch {
     topic: String,
-    client: BaseConsumer,
+    client: Reader,
     owned: Owned,
     stalled: Stalled,
     metrics: ConsumerMetrics,
@@ -72,8 +73,8 @@ pub fn spawn(
     cfg.set("group.id", group)
         .set("enable.auto.commit", "false");
     kafka.finish(&mut cfg);
-    let client: BaseConsumer = cfg
-        .create()
+    let client: Reader = cfg
+        .create_with_context(KafkaLog)
         .context("creating the partition watch client")?;
     readiness.register("topic", format!("{:?} not looked up yet", kafka.topic));
     readiness.set("partitions", true, "none stalled");

@@ -117,13 +117,33 @@ impl NativeStack {
 
     /// Runs `scripts/stack.sh <args>` against this stack.
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[], |_| true)
+    }
+
+    /// [`Self::run`] with the stack's settings that `keep` accepts, then `changed` over them.
+    fn run_with(
+        &self,
+        args: &[&str],
+        changed: &[(&str, &str)],
+        keep: impl Fn(&str) -> bool,
+    ) -> Output {
         Command::new("bash")
             .arg(repo().join("scripts/stack.sh"))
             .args(args)
             .env("STACK_DIR", self.state.path())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| keep(k))
+                    .map(|(k, v)| (k, v)),
+            )
+            .envs(changed.iter().copied())
             .output()
             .expect("bash runs scripts/stack.sh")
+    }
+
+    fn setting(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| *k == name).unwrap().1
     }
 
     fn pid_file(&self, service: &str) -> PathBuf {
@@ -378,6 +398,78 @@ fn up_runs_the_pipeline_into_influxdb_and_down_leaves_no_process() {
             "status does not show {service} running:\n{table}"
         );
     }
+
+    // Without the port variables, `status` still probes the ports the stack runs on (it
+    // remembers them), never the defaults someone else may use.
+    let bare = stack.run_with(&["status"], &[], |k| !k.ends_with("_PORT"));
+    assert!(
+        bare.status.success(),
+        "{}",
+        describe("stack.sh status without the port variables", &bare)
+    );
+    let table = String::from_utf8_lossy(&bare.stdout);
+    assert!(
+        table.lines().any(|l| l.starts_with("influxdb")
+            && l.contains(stack.setting("INFLUXDB_PORT"))
+            && l.contains("/health 200")),
+        "status uses the recorded InfluxDB port:\n{table}"
+    );
+
+    // `up` on the running stack keeps it, and names what it did not apply.
+    let producer_pid = |s: &NativeStack| {
+        s.pids()
+            .into_iter()
+            .find(|(n, _)| n == "producer")
+            .unwrap()
+            .1
+    };
+    let before = producer_pid(&stack);
+    let ignored = stack.run_with(&["up"], &[("REPLAY_BACKFILL", "3h")], |_| true);
+    assert!(
+        ignored.status.success(),
+        "{}",
+        describe("stack.sh up again", &ignored)
+    );
+    let said = String::from_utf8_lossy(&ignored.stderr);
+    assert!(
+        said.contains("producer runs with REPLAY_BACKFILL=2h; ignored REPLAY_BACKFILL=3h")
+            && said.contains("scripts/stack.sh restart producer"),
+        "`up` names the ignored setting and how to apply it:\n{said}"
+    );
+    assert_eq!(producer_pid(&stack), before, "`up` left the producer alone");
+
+    // `restart producer` applies it, and touches nothing else.
+    let kafka_pid = |s: &NativeStack| s.pids().into_iter().find(|(n, _)| n == "kafka").unwrap().1;
+    let kafka_before = kafka_pid(&stack);
+    let restarted = stack.run_with(
+        &["restart", "producer"],
+        &[("REPLAY_BACKFILL", "3h")],
+        |_| true,
+    );
+    assert!(
+        restarted.status.success(),
+        "{}",
+        describe("stack.sh restart producer", &restarted)
+    );
+    assert_ne!(producer_pid(&stack), before, "a new producer runs");
+    assert!(process_runs(producer_pid(&stack)));
+    assert!(!process_runs(before), "the old producer is gone");
+    assert_eq!(kafka_pid(&stack), kafka_before, "Kafka was not restarted");
+    let settings = std::fs::read_to_string(stack.state.path().join("producer.settings")).unwrap();
+    assert!(settings.contains("REPLAY_BACKFILL=3h"), "{settings}");
+    let quiet = stack.run_with(&["up"], &[("REPLAY_BACKFILL", "3h")], |_| true);
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("not applied"),
+        "{}",
+        describe("`up` with the settings the stack runs with", &quiet)
+    );
+    let logs = stack.run(&["logs", "producer", "kafka"]);
+    assert!(
+        logs.status.success(),
+        "{}",
+        describe("stack.sh logs producer kafka", &logs)
+    );
+    let pids = stack.pids();
 
     let down = stack.run(&["down"]);
     assert!(

@@ -134,6 +134,12 @@ pub struct ProducerConfig {
     #[arg(long, env = "YAHOO_BASE_URL")]
     pub yahoo_base_url: Option<String>,
 
+    /// Live mode: where Yahoo's cookie is fetched when the chart API wants a crumb.
+    /// Default: `<--yahoo-base-url>/consent` when that is set, else Yahoo's
+    /// `https://fc.yahoo.com/consent`.
+    #[arg(long, env = "YAHOO_COOKIE_URL")]
+    pub yahoo_cookie_url: Option<String>,
+
     /// Live mode: timeout of one Yahoo request.
     #[arg(long, env = "LIVE_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub live_request_timeout: Duration,

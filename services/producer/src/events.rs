@@ -155,6 +155,30 @@ impl InternalEvent for LiveFetchFailed<'_> {
     }
 }
 
+/// Yahoo refused a chart request in a way a cookie and crumb may cure (401/403, or a 429
+/// before any crumb): counted like any failed fetch, logged at INFO because the request is
+/// asked again at once with a fresh cookie and crumb.
+pub struct LiveRefusedFetchingCrumb<'a> {
+    pub symbol: &'a str,
+    pub kind: LiveErrorKind,
+    pub error: &'a dyn Display,
+}
+
+impl InternalEvent for LiveRefusedFetchingCrumb<'_> {
+    fn emit(self, m: &ProducerMetrics) {
+        let LiveRefusedFetchingCrumb {
+            symbol,
+            kind,
+            error,
+        } = self;
+        m.live_fetch_errors
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        tracing::info!(symbol, kind = kind.as_str(),
+            "Yahoo refused the chart request ({error}); fetching a cookie and crumb and asking again");
+    }
+}
+
 /// Yahoo answered with a bar that is not a valid candle; it is skipped.
 pub struct InvalidLiveCandle<'a> {
     pub symbol: &'a str,

@@ -73,6 +73,7 @@ async fn run(cfg: ProducerConfig) -> anyhow::Result<()> {
             poll_interval: cfg.poll_interval,
             backfill: cfg.live_backfill,
             base_url: cfg.yahoo_base_url.clone(),
+            cookie_url: cfg.yahoo_cookie_url.clone(),
             request_timeout: cfg.live_request_timeout,
             max_response_bytes: cfg.live_max_response_bytes,
             kafka: cfg.kafka.clone(),

@@ -58,12 +58,13 @@ pub enum LiveErrorKind {
     Malformed,
     ApiError,
     TooLarge,
+    Auth,
     InvalidCandle,
 }
 
 impl LiveErrorKind {
     /// Every kind, in the order they are pre-registered.
-    pub const ALL: [LiveErrorKind; 9] = [
+    pub const ALL: [LiveErrorKind; 10] = [
         LiveErrorKind::Http429,
         LiveErrorKind::Http5xx,
         LiveErrorKind::Http4xx,
@@ -72,6 +73,7 @@ impl LiveErrorKind {
         LiveErrorKind::Malformed,
         LiveErrorKind::ApiError,
         LiveErrorKind::TooLarge,
+        LiveErrorKind::Auth,
         LiveErrorKind::InvalidCandle,
     ];
 
@@ -86,6 +88,7 @@ impl LiveErrorKind {
             LiveErrorKind::Malformed => "malformed",
             LiveErrorKind::ApiError => "api_error",
             LiveErrorKind::TooLarge => "too_large",
+            LiveErrorKind::Auth => "auth",
             LiveErrorKind::InvalidCandle => "invalid_candle",
         }
     }

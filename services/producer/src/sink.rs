@@ -29,10 +29,11 @@ use anyhow::Context;
 use candlepipe_model::{codec, time, Candle};
 use candlepipe_runtime::errlog::ErrorTally;
 use candlepipe_runtime::kafka::KafkaArgs;
+use candlepipe_runtime::kafka_log::{KafkaLog, Producer as FutureProducer};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
@@ -133,7 +134,9 @@ impl KafkaSink {
                 opts.delivery_timeout.as_millis().to_string(),
             );
         kafka.finish(&mut cfg);
-        let producer: FutureProducer = cfg.create().context("creating the Kafka producer")?;
+        let producer: FutureProducer = cfg
+            .create_with_context(KafkaLog)
+            .context("creating the Kafka producer")?;
         Ok(KafkaSink {
             producer,
             opts,

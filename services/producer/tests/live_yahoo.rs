@@ -384,6 +384,77 @@ fn rate_limits_server_errors_timeouts_and_garbage_are_survived() {
     assert_exactly_once_with_yahoos_values(&fake, &got);
 }
 
+/// Yahoo refusing crumbless requests (401 `Invalid Crumb`), as it does to many clients:
+/// the producer fetches a cookie (`{base}/consent`) and a crumb (`{base}/v1/test/getcrumb`)
+/// once for all symbols, sends them with every chart request, fetches a new pair when the
+/// one in use goes stale, and publishes everything exactly once throughout.
+#[test]
+fn a_crumb_is_fetched_when_yahoo_wants_one_and_renewed_when_it_goes_stale() {
+    let fake = market();
+    fake.require_crumb(true);
+    let topic = unique("live-crumb");
+    let producer = start_producer(&fake, &topic, &[]);
+    wait_caught_up(&fake, &topic, &SYMBOLS, "the backfill, with a crumb");
+    assert_eq!(fake.requests_for("/consent").len(), 1, "one cookie for all");
+    assert_eq!(fake.requests_for("/v1/test/getcrumb").len(), 1, "one crumb");
+    let charts: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.symbol.is_some())
+        .collect();
+    let with_crumb = charts
+        .iter()
+        .filter(|r| r.query.contains_key("crumb"))
+        .count();
+    assert!(
+        with_crumb > 0 && charts[charts.len() - 1].cookie.is_some(),
+        "chart requests carry the crumb and the cookie"
+    );
+    for r in &charts {
+        assert_eq!(r.version, "HTTP/1.1", "plain http:// is HTTP/1.1: {r:?}");
+        let ua = r.user_agent.as_deref().unwrap_or_default();
+        assert!(ua.contains("Chrome/143.0.0.0"), "a current Chrome: {ua}");
+    }
+
+    fake.rotate_crumb();
+    fake.advance(3 * M);
+    let got = wait_caught_up(&fake, &topic, &SYMBOLS, "the producer to renew the crumb");
+    assert_eq!(
+        fake.requests_for("/consent").len(),
+        2,
+        "renewed once, for all"
+    );
+    assert_eq!(fake.requests_for("/v1/test/getcrumb").len(), 2);
+    assert_exactly_once_with_yahoos_values(&fake, &got);
+    assert!(
+        labelled(&producer, ERRORS, "kind=\"http_4xx\"") >= 2.0,
+        "the 401s were answers, and are counted"
+    );
+    assert_eq!(labelled(&producer, ERRORS, "kind=\"auth\""), 0.0);
+}
+
+/// A crumb endpoint that does not work is a fetch error of kind `auth` naming the URL and
+/// the cause, and the producer keeps trying.
+#[test]
+fn a_crumb_that_cannot_be_had_is_an_auth_error_naming_the_cause() {
+    let fake = market();
+    fake.require_crumb(true);
+    let topic = unique("live-no-crumb");
+    let port = candlepipe_testkit::free_port(); // nothing listens there
+    let cookie_url = format!("http://127.0.0.1:{port}/consent");
+    let producer = start_producer(&fake, &topic, &["--yahoo-cookie-url", &cookie_url]);
+    wait_until(WAIT, "auth errors to be counted", || {
+        labelled(&producer, ERRORS, "kind=\"auth\"") >= 2.0
+    });
+    wait_until(WAIT, "the auth error to be logged with its cause", || {
+        producer.log().lines().any(|l| {
+            l.contains("kind=\"auth\"")
+                && l.contains(&cookie_url)
+                && l.contains("Connection refused")
+        })
+    });
+}
+
 #[test]
 fn an_oversized_answer_is_dropped_unread_and_counted() {
     let fake = market();

@@ -7,13 +7,13 @@
 //! finite retention on it gets a warning with the command that lifts it.
 
 use crate::http::{self, Readiness};
+use crate::kafka_log::KafkaLog;
 use crate::shutdown::Shutdown;
 use anyhow::{bail, Context};
 use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 use std::time::Duration;
@@ -96,8 +96,9 @@ pub struct TopicSpec {
 pub async fn ensure_topic(args: &KafkaArgs, topic: &str, spec: TopicSpec) -> anyhow::Result<()> {
     let mut cfg = args.client_config();
     args.finish(&mut cfg);
-    let admin: AdminClient<DefaultClientContext> =
-        cfg.create().context("creating the Kafka admin client")?;
+    let admin: AdminClient<KafkaLog> = cfg
+        .create_with_context(KafkaLog)
+        .context("creating the Kafka admin client")?;
     let mut new = NewTopic::new(
         topic,
         spec.partitions,
@@ -131,11 +132,7 @@ pub async fn ensure_topic(args: &KafkaArgs, topic: &str, spec: TopicSpec) -> any
 }
 
 /// Warns when an existing log-of-record topic deletes old messages.
-async fn warn_if_finite(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    opts: &AdminOptions,
-) {
+async fn warn_if_finite(admin: &AdminClient<KafkaLog>, topic: &str, opts: &AdminOptions) {
     let described = admin
         .describe_configs([&ResourceSpecifier::Topic(topic)], opts)
         .await;
@@ -186,7 +183,13 @@ pub async fn ensure_topic_retrying(
 ) -> anyhow::Result<bool> {
     let mut shutdown = shutdown.clone();
     loop {
-        match ensure_topic(args, topic, spec).await {
+        // A shutdown also ends an attempt in progress: with no broker answering, one
+        // attempt waits out the admin timeout, which would hold SIGTERM up for half a minute.
+        let attempt = tokio::select! {
+            r = ensure_topic(args, topic, spec) => r,
+            _ = shutdown.recv() => return Ok(false),
+        };
+        match attempt {
             Ok(()) => return Ok(true),
             Err(e) => {
                 tracing::warn!("{e:#}; retrying in 2s");
@@ -204,7 +207,7 @@ pub async fn ensure_topic_retrying(
 /// services run it, on the connection of a producer they hold anyway.
 pub fn spawn_readiness_probe(
     readiness: &Readiness,
-    producer: rdkafka::producer::FutureProducer,
+    producer: crate::kafka_log::Producer,
     shutdown: &Shutdown,
 ) {
     http::spawn_probe(
@@ -217,7 +220,7 @@ pub fn spawn_readiness_probe(
 }
 
 /// A readiness check for `/readyz`: do the brokers answer a metadata request?
-pub async fn probe_brokers(producer: rdkafka::producer::FutureProducer) -> Result<String, String> {
+pub async fn probe_brokers(producer: crate::kafka_log::Producer) -> Result<String, String> {
     use rdkafka::producer::Producer;
     tokio::task::spawn_blocking(move || {
         producer

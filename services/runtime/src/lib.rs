@@ -9,7 +9,8 @@
 //! * [`shutdown`]: one signal fan-out passed to every task.
 //! * [`http`]: the `/metrics`, `/healthz`, `/readyz` server.
 //! * [`telemetry`]: tracing setup and the exit code of a run.
-//! * [`kafka`]: client settings, the idempotent producer's settings, and topic creation.
+//! * [`kafka`]: client settings, the idempotent producer's settings, and topic creation;
+//!   [`kafka_log`] keeps librdkafka's own reports readable (one client context for all).
 //! * [`alloc`]: glibc malloc settings that keep RSS near what is live.
 //! * [`errlog`]: a flood of repeated errors turned into a summary line per kind per interval.
 //! * [`secret`]: the `*_FILE` variants of secrets (the Docker-secrets convention).
@@ -25,6 +26,7 @@ pub mod http;
 #[cfg(feature = "http-client")]
 pub mod http_body;
 pub mod kafka;
+pub mod kafka_log;
 #[cfg(any(test, feature = "test-support"))]
 pub mod log_capture;
 pub mod secret;

@@ -20,15 +20,20 @@
 //! * Faults are scripted per symbol: [`YahooFake::fail_next`] makes the next requests for a
 //!   symbol answer 429, 500, a truncated body, a body whose arrays do not line up, an
 //!   oversized body (streamed, counting what it got to send), or stall.
-//! * It records every request ([`YahooFake::requests`]) so a test can check what the client
-//!   asks for, and how often.
+//! * It records every request ([`YahooFake::requests`]), with its HTTP version and
+//!   headers, so a test can check what the client asks for, how, and how often.
+//! * It plays Yahoo's cookie and crumb: `GET /consent` answers 404 with a
+//!   `Set-Cookie: A3=…` (as `fc.yahoo.com` does), `GET /v1/test/getcrumb` answers the crumb
+//!   to a request carrying that cookie. With [`YahooFake::require_crumb`] every chart
+//!   request without the current crumb and cookie gets Yahoo's 401 `Invalid Crumb`;
+//!   [`YahooFake::rotate_crumb`] makes the pair in use stale, as Yahoo does now and then.
 //!
 //! The server runs in-process on a free loopback port ([`BackgroundServer`]), so blocking
 //! tests and async tests can both use it; dropping it stops it.
 
 use crate::background_server::BackgroundServer;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -69,6 +74,40 @@ pub struct FakeRequest {
     pub at: i64,
     /// The scripted fault it got, if any.
     pub fault: Option<Fault>,
+    /// `HTTP/1.1`, `HTTP/2.0`, …
+    pub version: String,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The `Cookie` header.
+    pub cookie: Option<String>,
+}
+
+/// The cookie and crumb the fake hands out and, if required, checks.
+#[derive(Default)]
+struct FakeAuth {
+    /// Chart requests need the current crumb and cookie.
+    required: bool,
+    /// Bumped by [`YahooFake::rotate_crumb`]: the pair of an older generation is refused.
+    generation: u32,
+}
+
+impl FakeAuth {
+    fn cookie(&self) -> String {
+        format!("A3=d=AQABBfake{}", self.generation)
+    }
+
+    /// With characters a URL query must escape.
+    fn crumb(&self) -> String {
+        format!("cR/mb.{}+x", self.generation)
+    }
+
+    fn has_cookie(&self, headers: &HeaderMap) -> bool {
+        cookie_header(headers).is_some_and(|c| c.split("; ").any(|p| p == self.cookie()))
+    }
+}
+
+fn cookie_header(headers: &HeaderMap) -> Option<String> {
+    Some(headers.get(header::COOKIE)?.to_str().ok()?.to_owned())
 }
 
 /// Everything the fake knows; behind one mutex shared by the test and the server thread.
@@ -83,6 +122,7 @@ struct FakeState {
     requests: Vec<FakeRequest>,
     /// Bytes of [`Fault::Oversized`] bodies handed to the connection so far.
     oversized_sent: Arc<std::sync::atomic::AtomicU64>,
+    auth: FakeAuth,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -167,6 +207,27 @@ impl YahooFake {
     /// Scripted faults for `symbol` not handed out yet.
     pub fn faults_left(&self, symbol: &str) -> usize {
         self.lock().faults.get(symbol).map_or(0, VecDeque::len)
+    }
+
+    /// With `true`, chart requests without the current crumb and cookie answer 401.
+    pub fn require_crumb(&self, on: bool) {
+        self.lock().auth.required = on;
+    }
+
+    /// Makes the cookie and crumb handed out so far stale: chart requests with them answer
+    /// 401 (while crumbs are required) until the client fetches a new pair.
+    pub fn rotate_crumb(&self) {
+        self.lock().auth.generation += 1;
+    }
+
+    /// The requests for `path` (e.g. `/consent`, `/v1/test/getcrumb`) so far.
+    pub fn requests_for(&self, path: &str) -> Vec<FakeRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.uri.split('?').next() == Some(path))
+            .cloned()
+            .collect()
     }
 
     /// Drops every scripted fault not handed out yet.
@@ -356,23 +417,90 @@ fn range_seconds(range: &str) -> Option<i64> {
     })
 }
 
+/// Records a request.
+fn record(
+    s: &mut FakeState,
+    symbol: Option<String>,
+    uri: &Uri,
+    query: &HashMap<String, String>,
+    version: Version,
+    headers: &HeaderMap,
+    fault: Option<Fault>,
+) {
+    let at = s.now;
+    s.requests.push(FakeRequest {
+        symbol,
+        uri: uri.to_string(),
+        query: query.clone(),
+        at,
+        fault,
+        version: format!("{version:?}"),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        cookie: cookie_header(headers),
+    });
+}
+
+/// Everything but a chart request: `fc.yahoo.com`'s answer (404, with the cookie), the
+/// crumb (to a request with the current cookie), or 404.
+async fn not_a_chart_request(
+    State(state): State<Shared>,
+    version: Version,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let mut s = state.lock().expect("fake Yahoo state");
+    record(&mut s, None, &uri, &HashMap::new(), version, &headers, None);
+    match uri.path() {
+        "/consent" => {
+            let cookie = format!(
+                "{}; Expires=Sat, 04 Dec 2027 00:00:00 GMT; Max-Age=31557600; Domain=.yahoo.com; Path=/; Secure; HttpOnly; SameSite=None",
+                s.auth.cookie()
+            );
+            (
+                StatusCode::NOT_FOUND,
+                [(header::SET_COOKIE, cookie)],
+                "<html>Not Found</html>",
+            )
+                .into_response()
+        }
+        "/v1/test/getcrumb" if s.auth.has_cookie(&headers) => {
+            ([(header::CONTENT_TYPE, "text/plain")], s.auth.crumb()).into_response()
+        }
+        "/v1/test/getcrumb" => (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid Cookie"}}}"#,
+        )
+            .into_response(),
+        _ => (StatusCode::NOT_FOUND, "not a chart request").into_response(),
+    }
+}
+
 async fn chart(
     State(state): State<Shared>,
     Path(symbol): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    version: Version,
+    headers: HeaderMap,
     uri: Uri,
 ) -> Response {
     let (fault, answer, oversized_sent) = {
         let mut s = state.lock().expect("fake Yahoo state");
-        let now = s.now;
-        let fault = s.faults.get_mut(&symbol).and_then(VecDeque::pop_front);
-        s.requests.push(FakeRequest {
-            symbol: Some(symbol.clone()),
-            uri: uri.to_string(),
-            query: query.clone(),
-            at: now,
-            fault: fault.clone(),
-        });
+        let refused = s.auth.required
+            && !(query.get("crumb") == Some(&s.auth.crumb()) && s.auth.has_cookie(&headers));
+        let fault = if refused {
+            None
+        } else {
+            s.faults.get_mut(&symbol).and_then(VecDeque::pop_front)
+        };
+        let sym = Some(symbol.clone());
+        record(&mut s, sym, &uri, &query, version, &headers, fault.clone());
+        if refused {
+            return chart_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid Crumb");
+        }
         let answer = answer_chart(&s, &symbol, &query);
         (fault, answer, s.oversized_sent.clone())
     };
@@ -508,19 +636,6 @@ fn answer_chart(s: &FakeState, symbol: &str, query: &HashMap<String, String>) ->
 }
 
 /// Anything that is not a chart request: recorded (so a test sees it), answered 404.
-async fn not_a_chart_request(State(state): State<Shared>, uri: Uri) -> Response {
-    let mut s = state.lock().expect("fake Yahoo state");
-    let at = s.now;
-    s.requests.push(FakeRequest {
-        symbol: None,
-        uri: uri.to_string(),
-        query: HashMap::new(),
-        at,
-        fault: None,
-    });
-    (StatusCode::NOT_FOUND, "not a chart request").into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

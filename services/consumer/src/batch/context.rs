@@ -2,6 +2,8 @@
 //! what changed ([`PartitionEvent`]); the loop applies it at the next batch boundary
 //! (`rebalance`), where no batch is half processed.
 
+use candlepipe_runtime::kafka_log;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::Mutex;
@@ -29,7 +31,16 @@ impl BatchContext {
     }
 }
 
-impl ClientContext for BatchContext {}
+/// librdkafka's log lines and errors are logged like every other client's ([`kafka_log`]).
+impl ClientContext for BatchContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        kafka_log::on_log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        kafka_log::on_error(&error, reason);
+    }
+}
 
 impl ConsumerContext for BatchContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -6,6 +6,7 @@ use super::incoming::{drop_processed, incoming, Incoming};
 use super::write::InFlight;
 use anyhow::Context as _;
 use candlepipe_model::time;
+use candlepipe_runtime::kafka_log;
 use candlepipe_runtime::shutdown::Shutdown;
 use rdkafka::consumer::Consumer;
 
@@ -87,7 +88,9 @@ impl MicroBatchEngine {
                         if let Some(fatal) = self.fatal() {
                             return Err(fatal);
                         }
-                        tracing::warn!("Kafka: {e}");
+                        // Error events were logged by the context already (same kind:
+                        // counted, not repeated); errors of a fetch are logged here.
+                        kafka_log::on_error(&e, "");
                     }
                 },
             }

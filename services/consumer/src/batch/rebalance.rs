@@ -8,7 +8,8 @@ use super::incoming::Incoming;
 use crate::events::{PartitionsOwned, RebuildRead, StateRebuilt};
 use anyhow::{bail, Context as _};
 use candlepipe_model::codec;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use candlepipe_runtime::kafka_log::{self, KafkaLog, Reader};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeSet;
@@ -82,13 +83,14 @@ impl MicroBatchEngine {
     }
 
     /// A plain reader on the topic (assigned partitions, no group membership) for rebuilds.
-    fn reader(&self) -> anyhow::Result<BaseConsumer> {
+    fn reader(&self) -> anyhow::Result<Reader> {
         let mut cfg = self.kafka.client_config();
         cfg.set("group.id", format!("{}-rebuild", self.opts.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true");
         self.kafka.finish(&mut cfg);
-        cfg.create().context("creating the rebuild reader")
+        cfg.create_with_context(KafkaLog)
+            .context("creating the rebuild reader")
     }
 
     pub(super) fn drop_partition_state(&mut self, p: i32) {
@@ -156,7 +158,9 @@ impl MicroBatchEngine {
                             }
                         }
                         Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
-                        Some(Err(e)) => tracing::warn!("rebuild read of partition {p}: {e}"),
+                        Some(Err(e)) => {
+                            kafka_log::on_error(&e, &format!("rebuild read of partition {p}: {e}"))
+                        }
                         None if last_progress.elapsed() > Duration::from_secs(60) => {
                             bail!("rebuilding partition {p}: no message for 60s at offset {next} (want up to {committed})")
                         }

@@ -8,7 +8,8 @@ use crate::dlq::DeadLetter;
 use crate::events::{DeadLettersSent, TooLargeSkipped};
 use crate::metrics::{Stage, TOO_LARGE_REASON};
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use candlepipe_runtime::kafka_log::{KafkaLog, Reader};
+use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -80,7 +81,9 @@ impl MicroBatchEngine {
             .set("fetch.max.bytes", FETCH_MAX_BYTES);
         self.kafka.finish(&mut cfg);
         cfg.set("receive.message.max.bytes", &self.receive_max);
-        let reader: BaseConsumer = cfg.create().context("creating the too-large probe")?;
+        let reader: Reader = cfg
+            .create_with_context(KafkaLog)
+            .context("creating the too-large probe")?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.kafka.topic, p, Offset::Offset(at))?;
         reader.assign(&tpl)?;

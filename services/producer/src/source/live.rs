@@ -10,8 +10,10 @@
 //! ```
 //!
 //! where `period1` is the first minute not yet settled for that symbol and `period2` the
-//! present (plus two minutes of clock-skew slack). Nothing else is requested: no cookie, no
-//! crumb, no quote or search endpoint. From the answer it publishes:
+//! present (plus two minutes of clock-skew slack). No quote or search endpoint is asked.
+//! When Yahoo refuses anonymous requests (401/403, or 429 before any crumb), the client
+//! fetches a cookie and a crumb once for all symbols and sends them from then on
+//! ([`crumb`]). From the answer it publishes:
 //!
 //! * every minute that Yahoo's clock (`meta.regularMarketTime`) has closed, exactly once, in
 //!   order, `closed=true`;
@@ -66,13 +68,16 @@
 //!   when `meta` has none it recognises, asks the v7 quote endpoint, a host `base_chart`
 //!   does not move.
 //!
-//! yfinance-rs is kept where it serves: it normalises and checks the `--symbols` as Yahoo
-//! spells tickers ([`yfinance_rs::Symbol`]: trimmed, upper case, no spaces or controls), and
-//! the fake Yahoo used by the tests is checked against its `HistoryBuilder`, an independent
-//! reader of Yahoo's chart format.
+//! Its cookie-and-crumb flow is crate-private (it serves only its own requests), so the
+//! producer does not depend on yfinance-rs at all: the `--symbols` are trimmed, upper-cased
+//! and checked against the candle symbol rules here. The fake Yahoo used by the tests is
+//! still checked against yfinance-rs' `HistoryBuilder`, an independent reader of Yahoo's
+//! chart format.
 
 mod backoff;
 mod chart;
+mod crumb;
+mod errchain;
 mod feed;
 mod health;
 mod poller;
@@ -108,6 +113,9 @@ pub struct LiveOptions {
     pub backfill: Duration,
     /// Replaces `https://query1.finance.yahoo.com` in every request.
     pub base_url: Option<String>,
+    /// Where the cookie comes from (`--yahoo-cookie-url`); `None`: `{base_url}/consent`,
+    /// or Yahoo's `https://fc.yahoo.com/consent` without a base URL.
+    pub cookie_url: Option<String>,
     /// Timeout of one chart request.
     pub request_timeout: Duration,
     /// The largest chart answer read, in bytes (`--live-max-response-bytes`).
@@ -143,8 +151,12 @@ impl LiveSource {
         if opts.request_timeout.is_zero() {
             anyhow::bail!("--live-request-timeout / LIVE_REQUEST_TIMEOUT must be more than 0");
         }
-        let client = ChartClient::new(opts.base_url.as_deref(), opts.request_timeout)?
-            .with_max_body(opts.max_response_bytes);
+        let client = ChartClient::new(
+            opts.base_url.as_deref(),
+            opts.cookie_url.as_deref(),
+            opts.request_timeout,
+        )?
+        .with_max_body(opts.max_response_bytes);
         let ctx = PollContext {
             client,
             metrics,
@@ -258,9 +270,7 @@ impl LiveSource {
 fn normalized_symbols(symbols: &[String]) -> anyhow::Result<Vec<String>> {
     let mut out: Vec<String> = Vec::with_capacity(symbols.len());
     for raw in symbols {
-        let yahoo = yfinance_rs::Symbol::new(raw)
-            .map_err(|e| anyhow::anyhow!("--symbols: {raw:?} is not a Yahoo ticker: {e}"))?;
-        let s = yahoo.as_str().to_owned();
+        let s = raw.trim().to_ascii_uppercase();
         validate_symbol(&s).map_err(|e| {
             anyhow::anyhow!("--symbols: {raw:?} cannot be published as a candle symbol: {e}")
         })?;
@@ -308,6 +318,7 @@ mod tests {
             poll_interval: Duration::from_millis(poll),
             backfill: Duration::from_secs(3600),
             base_url: base.map(str::to_owned),
+            cookie_url: None,
             request_timeout: Duration::from_secs(1),
             max_response_bytes: 1 << 20,
             kafka: KafkaArgs {

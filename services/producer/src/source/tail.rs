@@ -23,7 +23,8 @@
 use anyhow::{bail, Context};
 use candlepipe_model::{codec, Candle};
 use candlepipe_runtime::kafka::KafkaArgs;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use candlepipe_runtime::kafka_log::{KafkaLog, Reader};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaErrorCode;
@@ -61,7 +62,7 @@ pub(crate) fn newest_per_symbol<T: Ord>(
     mut pick: impl FnMut(Candle, &BorrowedMessage<'_>) -> Option<T>,
 ) -> anyhow::Result<Found<T>> {
     let topic = kafka.topic.as_str();
-    let consumer: BaseConsumer = {
+    let consumer: Reader = {
         let mut cfg = kafka.client_config();
         cfg.set(
             "group.id",
@@ -70,7 +71,8 @@ pub(crate) fn newest_per_symbol<T: Ord>(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
         kafka.finish(&mut cfg);
-        cfg.create().context("creating the resume reader")?
+        cfg.create_with_context(KafkaLog)
+            .context("creating the resume reader")?
     };
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
@@ -194,7 +196,7 @@ enum ChunkEnd {
 
 /// Reads one partition from offset `from` until `until`, calling `each` for every message.
 fn read_range(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     topic: &str,
     partition: i32,
     from: i64,

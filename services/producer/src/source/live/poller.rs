@@ -11,7 +11,9 @@ use super::backoff::Backoff;
 use super::feed::{Absorbed, SymbolFeed};
 use super::health::LiveHealth;
 use super::yahoo::{ChartClient, FetchError};
-use crate::events::{InternalEvent, InvalidLiveCandle, LiveFetchFailed, LiveFetched};
+use crate::events::{
+    InternalEvent, InvalidLiveCandle, LiveFetchFailed, LiveFetched, LiveRefusedFetchingCrumb,
+};
 use crate::handoff::CandleOut;
 use crate::metrics::ProducerMetrics;
 use candlepipe_model::time::now_ms;
@@ -47,7 +49,10 @@ pub(crate) async fn poll_symbol(
         let window = feed.window(now_ms());
         let started = Instant::now();
         let result = tokio::select! {
-            r = ctx.client.fetch(&feed.symbol, window.from, window.to) => r,
+            r = ctx.client.fetch(&feed.symbol, window.from, window.to, |e| {
+                LiveRefusedFetchingCrumb { symbol: &feed.symbol, kind: e.kind(), error: e }
+                    .emit(&ctx.metrics);
+            }) => r,
             _ = stop.recv() => return feed,
         };
         LiveFetched {

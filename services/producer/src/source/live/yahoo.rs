@@ -6,14 +6,22 @@
 //! ```
 //!
 //! `{base}` is `--yahoo-base-url` (default `https://query1.finance.yahoo.com`), so tests and
-//! proxies redirect every Yahoo request with one flag. The chart API needs no cookie or
-//! crumb. Failures come back as a [`FetchError`] whose [`FetchError::kind`] is the
-//! `kind` label of `candlepipe_producer_live_fetch_errors_total`. A body over
+//! proxies redirect every Yahoo request with one flag. When Yahoo answers 401 or 403 (or a
+//! 429 before any crumb was fetched), the client fetches a cookie and crumb ([`crumb`]),
+//! sends the request again once with `&crumb=…` and the cookie, and keeps sending them.
+//!
+//! The client looks like a current desktop Chrome: its User-Agent, and HTTP/2 where the
+//! server offers it (ALPN over TLS, as Yahoo does; a plain `http://` base such as the test
+//! double gets HTTP/1.1). Failures come back as a [`FetchError`] whose [`FetchError::kind`]
+//! is the `kind` label of `candlepipe_producer_live_fetch_errors_total`, and whose text has
+//! the whole cause chain (e.g. the DNS or connect error), each cause once. A body over
 //! `--live-max-response-bytes` is not read past the limit (`too_large`): a real chart
 //! answer is well under 1 MiB, and an unbounded read of a 1.5 GB answer once took the
 //! producer to 2.36 GB of memory.
 
 use super::chart::{parse_chart, Chart, ChartError};
+use super::crumb::{AuthError, Pass, YahooAuth, DEFAULT_COOKIE_URL};
+use super::errchain::chain;
 use crate::metrics::LiveErrorKind;
 use candlepipe_runtime::http_body::{read_capped, BodyError};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -28,9 +36,11 @@ pub(crate) const DEFAULT_BASE_URL: &str = "https://query1.finance.yahoo.com";
 /// candles, the most Yahoo serves.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 << 20;
 
-/// Yahoo answers a library's default User-Agent with 429s far sooner than a browser's.
-const USER_AGENT: &str =
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36";
+/// Yahoo answers a library's default User-Agent with 429s far sooner than a browser's, and
+/// an outdated browser sooner than a current one: Chrome 143, the stable release of
+/// December 2025 (Chrome's reduced User-Agent: the version's minor parts are zeros).
+pub(crate) const USER_AGENT: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/143.0.0.0 Safari/537.36";
 
 /// Why a fetch failed.
 #[derive(Debug, Error)]
@@ -51,11 +61,13 @@ pub(crate) enum FetchError {
     Api(ChartError),
     #[error("{0} (--live-max-response-bytes); not read further")]
     TooLarge(String),
+    #[error("HTTP {status}, and no cookie and crumb to retry with: {cause}")]
+    Auth { status: u16, cause: AuthError },
 }
 
 impl FetchError {
     /// The metric label: `http_429`, `http_5xx`, `http_4xx`, `timeout`, `connect`,
-    /// `malformed`, `api_error` or `too_large`.
+    /// `malformed`, `api_error`, `too_large` or `auth`.
     pub fn kind(&self) -> LiveErrorKind {
         match self {
             FetchError::RateLimited { .. } => LiveErrorKind::Http429,
@@ -66,6 +78,25 @@ impl FetchError {
             FetchError::Malformed(_) => LiveErrorKind::Malformed,
             FetchError::Api(_) => LiveErrorKind::ApiError,
             FetchError::TooLarge(_) => LiveErrorKind::TooLarge,
+            FetchError::Auth { .. } => LiveErrorKind::Auth,
+        }
+    }
+
+    /// Whether a cookie and crumb may help: 401 and 403 always; 429 only when none was
+    /// sent (Yahoo answers crumbless requests with 429 too), else it is a rate limit.
+    fn wants_crumb(&self, sent_one: bool) -> bool {
+        match self {
+            FetchError::Refused { status, .. } => matches!(status, 401 | 403),
+            FetchError::RateLimited { .. } => !sent_one,
+            _ => false,
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            FetchError::Refused { status, .. } | FetchError::Server { status, .. } => *status,
+            FetchError::RateLimited { .. } => 429,
+            _ => 0,
         }
     }
 
@@ -94,24 +125,37 @@ pub(crate) struct ChartClient {
     base: Url,
     /// The largest body read (see the module docs).
     max_body: u64,
+    /// The cookie and crumb, fetched at the first refusal.
+    auth: YahooAuth,
 }
 
 impl ChartClient {
-    /// A client for `base` (None: Yahoo's own) with a whole-request `timeout`.
-    pub fn new(base: Option<&str>, timeout: Duration) -> anyhow::Result<Self> {
-        let raw = base.unwrap_or(DEFAULT_BASE_URL);
-        let base = Url::parse(raw)
-            .map_err(|e| anyhow::anyhow!("--yahoo-base-url {raw:?} is not a URL: {e}"))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            anyhow::bail!("--yahoo-base-url {raw:?} must be an http:// or https:// URL");
-        }
+    /// A client for `base` (None: Yahoo's own) with a whole-request `timeout`. Its cookie
+    /// comes from `cookie_url`; without one, from `{base}/consent` when a base is given
+    /// (so one flag moves every request), else from Yahoo's `https://fc.yahoo.com/consent`.
+    pub fn new(
+        base: Option<&str>,
+        cookie_url: Option<&str>,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let base = http_url("--yahoo-base-url", base.unwrap_or(DEFAULT_BASE_URL))?;
+        let cookie_url = match (
+            cookie_url,
+            base.as_str() == Url::parse(DEFAULT_BASE_URL)?.as_str(),
+        ) {
+            (Some(raw), _) => http_url("--yahoo-cookie-url", raw)?,
+            (None, true) => Url::parse(DEFAULT_COOKIE_URL)?,
+            (None, false) => under(&base, &["consent"]),
+        };
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("building the HTTP client: {}", chain(&e)))?;
+        let crumb_url = under(&base, &["v1", "test", "getcrumb"]);
         Ok(ChartClient {
+            auth: YahooAuth::new(http.clone(), cookie_url, crumb_url),
             http,
             base,
             max_body: DEFAULT_MAX_RESPONSE_BYTES,
@@ -126,11 +170,7 @@ impl ChartClient {
 
     /// The request URL for `symbol` over `[from_ms, to_ms)`.
     pub fn url(&self, symbol: &str, from_ms: i64, to_ms: i64) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("checked in new: the base URL can have a path")
-            .pop_if_empty()
-            .extend(["v8", "finance", "chart", symbol]);
+        let mut url = under(&self.base, &["v8", "finance", "chart", symbol]);
         url.query_pairs_mut()
             .append_pair("period1", &from_ms.div_euclid(1000).to_string())
             .append_pair("period2", &to_ms.div_euclid(1000).to_string())
@@ -139,15 +179,55 @@ impl ChartClient {
         url
     }
 
-    /// Fetches and parses one chart.
+    /// Fetches and parses one chart; on a refusal that a cookie and crumb may lift, hands
+    /// the refusal to `refused` (it was an answer: the caller counts it), fetches a cookie
+    /// and crumb (or newer ones) and asks once more.
     pub async fn fetch(
         &self,
         symbol: &str,
         from_ms: i64,
         to_ms: i64,
+        refused: impl FnOnce(&FetchError),
     ) -> Result<Fetched, FetchError> {
-        let url = self.url(symbol, from_ms, to_ms);
-        let resp = self.http.get(url).send().await.map_err(transport)?;
+        let pass = self.auth.current().await;
+        match self.fetch_once(symbol, from_ms, to_ms, pass.as_ref()).await {
+            Err(e) if e.wants_crumb(pass.is_some()) => {
+                refused(&e);
+                tracing::debug!(
+                    symbol,
+                    "Yahoo refused the request ({e}); renewing the cookie and crumb"
+                );
+                let fresh = self
+                    .auth
+                    .renew(pass.map(|p| p.generation))
+                    .await
+                    .map_err(|cause| FetchError::Auth {
+                        status: e.status(),
+                        cause,
+                    })?;
+                self.fetch_once(symbol, from_ms, to_ms, Some(&fresh)).await
+            }
+            other => other,
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        symbol: &str,
+        from_ms: i64,
+        to_ms: i64,
+        pass: Option<&Pass>,
+    ) -> Result<Fetched, FetchError> {
+        let mut url = self.url(symbol, from_ms, to_ms);
+        let mut request = self.http.get(url.clone());
+        if let Some(p) = pass {
+            url.query_pairs_mut().append_pair("crumb", &p.crumb);
+            request = self
+                .http
+                .get(url)
+                .header(reqwest::header::COOKIE, &p.cookie);
+        }
+        let resp = request.send().await.map_err(transport)?;
         let status = resp.status();
         let date = http_date_ms(resp.headers());
         let retry_after = retry_after(resp.headers());
@@ -190,11 +270,32 @@ impl ChartClient {
 }
 
 fn transport(e: reqwest::Error) -> FetchError {
-    if e.is_timeout() {
-        FetchError::Timeout(e.without_url().to_string())
+    let timeout = e.is_timeout();
+    let text = chain(&e.without_url());
+    if timeout {
+        FetchError::Timeout(text)
     } else {
-        FetchError::Connect(e.without_url().to_string())
+        FetchError::Connect(text)
     }
+}
+
+/// `raw` (the value of `flag`) as an http(s) URL that can take a path.
+fn http_url(flag: &str, raw: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw).map_err(|e| anyhow::anyhow!("{flag} {raw:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        anyhow::bail!("{flag} {raw:?} must be an http:// or https:// URL");
+    }
+    Ok(url)
+}
+
+/// `base` with `segments` appended to its path.
+fn under(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("checked by http_url: the base URL can have a path")
+        .pop_if_empty()
+        .extend(segments);
+    url
 }
 
 /// The first 200 characters of a body, for log lines.
@@ -235,19 +336,24 @@ mod tests {
 
     #[test]
     fn url_has_the_window_in_seconds_and_asks_for_1m_with_pre_post() {
-        let c = ChartClient::new(Some("http://127.0.0.1:9/"), Duration::from_secs(1)).unwrap();
+        let c =
+            ChartClient::new(Some("http://127.0.0.1:9/"), None, Duration::from_secs(1)).unwrap();
         let u = c.url("BTC-USD", 1_732_249_920_000, 1_732_250_040_000);
         assert_eq!(
             u.as_str(),
             "http://127.0.0.1:9/v8/finance/chart/BTC-USD?period1=1732249920&period2=1732250040&interval=1m&includePrePost=true"
         );
-        let proxied =
-            ChartClient::new(Some("https://proxy.example/yahoo"), Duration::from_secs(1)).unwrap();
+        let proxied = ChartClient::new(
+            Some("https://proxy.example/yahoo"),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
         assert!(proxied
             .url("ETH-USD", 0, 60_000)
             .as_str()
             .starts_with("https://proxy.example/yahoo/v8/finance/chart/ETH-USD?"));
-        let default = ChartClient::new(None, Duration::from_secs(1)).unwrap();
+        let default = ChartClient::new(None, None, Duration::from_secs(1)).unwrap();
         assert!(default
             .url("ETH-USD", 0, 60_000)
             .as_str()
@@ -255,9 +361,34 @@ mod tests {
     }
 
     #[test]
+    fn cookie_and_crumb_urls_follow_the_base_url() {
+        let t = Duration::from_secs(1);
+        let yahoo = ChartClient::new(None, None, t).unwrap();
+        assert_eq!(
+            yahoo.auth.urls(),
+            (
+                "https://fc.yahoo.com/consent".to_owned(),
+                "https://query1.finance.yahoo.com/v1/test/getcrumb".to_owned()
+            )
+        );
+        let fake = ChartClient::new(Some("http://127.0.0.1:9/y/"), None, t).unwrap();
+        assert_eq!(
+            fake.auth.urls(),
+            (
+                "http://127.0.0.1:9/y/consent".to_owned(),
+                "http://127.0.0.1:9/y/v1/test/getcrumb".to_owned()
+            )
+        );
+        let own = ChartClient::new(None, Some("https://consent.example/c"), t).unwrap();
+        assert_eq!(own.auth.urls().0, "https://consent.example/c");
+        let e = ChartClient::new(None, Some("fc.yahoo.com"), t).unwrap_err();
+        assert!(e.to_string().contains("--yahoo-cookie-url"), "{e}");
+    }
+
+    #[test]
     fn bad_base_urls_are_refused_by_name() {
         for bad in ["not a url", "ftp://x", "mailto:a@b"] {
-            let e = ChartClient::new(Some(bad), Duration::from_secs(1)).unwrap_err();
+            let e = ChartClient::new(Some(bad), None, Duration::from_secs(1)).unwrap_err();
             assert!(e.to_string().contains("--yahoo-base-url"), "{e}");
         }
     }
@@ -317,10 +448,21 @@ mod tests {
             .port(); // bound and released: nothing listens there now
         let c = ChartClient::new(
             Some(&format!("http://127.0.0.1:{port}")),
+            None,
             Duration::from_secs(5),
         )
         .unwrap();
-        let e = c.fetch("BTC-USD", 0, 60_000).await.unwrap_err();
+        let e = c.fetch("BTC-USD", 0, 60_000, |_| {}).await.unwrap_err();
         assert_eq!(e.kind().as_str(), "connect", "{e}");
+        let text = e.to_string();
+        assert!(
+            text.contains("Connection refused"),
+            "the cause is named: {text}"
+        );
+        assert_eq!(
+            text.matches("Connection refused").count(),
+            1,
+            "once: {text}"
+        );
     }
 }
