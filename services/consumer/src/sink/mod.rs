@@ -49,8 +49,8 @@ mod write;
 
 pub use client::InfluxSink;
 pub use config::{
-    InfluxApi, InfluxConfig, DEFAULT_BATCH_POINTS, DEFAULT_CONCURRENCY, DEFAULT_MAX_BACKOFF,
-    DEFAULT_REQUEST_TIMEOUT,
+    InfluxApi, InfluxConfig, DEFAULT_BATCH_POINTS, DEFAULT_CONCURRENCY, DEFAULT_GZIP,
+    DEFAULT_MAX_BACKOFF, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use encode::{EncodedBatch, RejectedPoint};
 pub use error::SinkError;
