@@ -103,8 +103,10 @@ time on this machine:
 | Python (seed-style) | confluent-kafka $CANDLEPIPE_CONFLUENT_KAFKA_VERSION, pandas $CANDLEPIPE_PANDAS_VERSION, requests $CANDLEPIPE_REQUESTS_VERSION from PyPI into a venv | $(install_time "$(python_peer_dir)") |
 
 **Method.** Dataset: \`datagen\`, $BENCH_SYMBOLS symbols × $BENCH_MINUTES minutes, no gaps. candlepipe's
-consumer runs with its defaults (only where to read and write is given). The peers' settings
-are in their files under \`scripts/peers/\` and in the table below.
+consumer runs with its defaults (only where to read and write is given): 10,000-message
+micro-batches, 5,000-point write requests two at a time, bodies not gzipped (\`--influx-gzip\`
+is off by default since this benchmark measured it: see the README's consumer flags). The
+peers' settings are in their files under \`scripts/peers/\` and in the table below.
 
 EOF
   cat "$WORK/peers.md"
