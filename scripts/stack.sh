@@ -565,13 +565,14 @@ kafka_java() {
 format_kafka() {
   local dir=$STACK_DIR/kafka id
   [ ! -f "$dir/data/meta.properties" ] || return 0
-  if [ -s "$dir/cluster.id" ]; then
-    id=$(cat "$dir/cluster.id")
-  else
-    # 16 random bytes, base64url without padding (kafka-storage.sh random-uuid).
+  [ ! -s "$dir/cluster.id" ] || id=$(cat "$dir/cluster.id")
+  # 16 random bytes, base64url without padding (kafka-storage.sh random-uuid), never starting
+  # with `-`: `format -t -abc…` takes it for an option (1 draw in 64; Kafka's own generator
+  # draws again too). A stored one from before that rule is replaced: nothing is formatted yet.
+  while [ -z "${id:-}" ] || [ "${id#-}" != "$id" ]; do
     id=$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
     echo "$id" >"$dir/cluster.id"
-  fi
+  done
   log "formatting Kafka's storage (cluster id $id)"
   printf '\n=== %s: formatting the storage\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >>"$(log_file kafka)"
   kafka_java kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" \
