@@ -180,7 +180,8 @@ the same two cores with the process being measured.
   exit 0 (every candle acknowledged); CPU and peak RSS from the kernel's rusage of the reaped child
   (\`wait4\`, what \`/usr/bin/time -v\` prints).
 - **Consumer**: \`consumer --influx-api v2 --max-batch 10000 --trigger 1s\`, once with
-  \`--influx-gzip true\` and once \`false\`, on the full topic; its \`/metrics\` sampled every 25 ms;
+  \`--influx-gzip true\` and once \`false\` (the default), on the full topic (the latency
+  and wide runs use the default); its \`/metrics\` sampled every 25 ms;
   candles/s from the first point written to the last (\`candlepipe_influx_points_written_total\`,
   \`candlepipe_consumer_messages_total\`); CPU = utime+stime from \`/proc/<pid>/stat\`, peak RSS =
   \`VmHWM\`, both read just before SIGTERM; afterwards InfluxDB must hold one 1m point per candle.

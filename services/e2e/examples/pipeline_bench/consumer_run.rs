@@ -30,6 +30,17 @@ pub struct ConsumerSetup {
     pub extra: Vec<String>,
 }
 
+/// How the report names a gzip setting: `gzip on` / `gzip off`, marked when it is the
+/// consumer's default.
+pub fn gzip_label(gzip: bool) -> String {
+    let word = if gzip { "gzip on" } else { "gzip off" };
+    if gzip == candlepipe_consumer::sink::DEFAULT_GZIP {
+        format!("{word} (default)")
+    } else {
+        word.to_owned()
+    }
+}
+
 /// The consumer binary running against one topic and one InfluxDB 2 bucket.
 pub struct MeasuredConsumer {
     process: ServiceProcess,

@@ -36,7 +36,7 @@ impl LatencyRun {
     }
 }
 
-/// The consumer (gzip on, otherwise as the benchmark runs it) joins a fresh topic first and
+/// The consumer (its defaults, as the benchmark runs it) joins a fresh topic first and
 /// gets a fresh InfluxDB 2; then the producer replays `dataset` at `--speed` = `rate` × 60 ÷
 /// symbols, so that `rate` candles/s arrive; the consumer is sampled while the producer runs,
 /// so that its first point is seen.
@@ -53,7 +53,7 @@ pub fn paced_run(
     let topic = fresh_topic(kafka, "bench-paced");
     let setup = ConsumerSetup {
         label: label.to_owned(),
-        gzip: true,
+        gzip: candlepipe_consumer::sink::DEFAULT_GZIP,
         extra: Vec::new(),
     };
     let run = MeasuredConsumer::start(bins, &kafka.brokers, &topic, &influx, setup);

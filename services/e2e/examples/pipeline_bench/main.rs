@@ -51,9 +51,10 @@ mod producer_run;
 mod reaper;
 mod report;
 
+use candlepipe_consumer::sink::DEFAULT_GZIP;
 use ceiling::{consumer_points, BulkWrite, CountingReader};
 use clap::Parser;
-use consumer_run::{ConsumerSetup, MeasuredConsumer};
+use consumer_run::{gzip_label, ConsumerSetup, MeasuredConsumer};
 use criterion_results::CriterionResults;
 use dataset::{fresh_topic, DatasetFacts};
 use latency::paced_run;
@@ -143,8 +144,9 @@ fn main() {
         println!("consumer {}", result.summary());
         result
     };
+    // Each label ends with its gzip setting.
     let setup = |label: &str, gzip: bool, extra: &[String]| ConsumerSetup {
-        label: label.to_owned(),
+        label: format!("{label}, {}", gzip_label(gzip)),
         gzip,
         extra: extra.to_vec(),
     };
@@ -158,16 +160,8 @@ fn main() {
 
     // 2. the consumer on the full topic, gzip on and off.
     let consumers = vec![
-        consume(
-            &max_topic,
-            main_set.candles,
-            setup("main, gzip on", true, &[]),
-        ),
-        consume(
-            &max_topic,
-            main_set.candles,
-            setup("main, gzip off", false, &[]),
-        ),
+        consume(&max_topic, main_set.candles, setup("main", true, &[])),
+        consume(&max_topic, main_set.candles, setup("main", false, &[])),
     ];
 
     // 3b. the InfluxDB side of the ceiling: the same candles' points, written in bulk.
@@ -195,7 +189,7 @@ fn main() {
             label,
         )
     };
-    let latency = paced(&args.dataset, &main_set, "main, paced, gzip on");
+    let latency = paced(&args.dataset, &main_set, "main, paced, defaults");
 
     // 5. the wide dataset: ~1,000 files in one merge, then 1,000 symbols of state, on a full
     // topic (worst case: the prefetch fills), with a larger prefetch, and at a steady pace.
@@ -204,7 +198,7 @@ fn main() {
     let wide_backlog = consume(
         &wide_topic,
         wide_set.candles,
-        setup("wide, topic full, gzip on", true, &[]),
+        setup("wide, topic full", DEFAULT_GZIP, &[]),
     );
     let wide_large_prefetch = (args.wide_prefetch_kib > 0).then(|| {
         let kib = args.wide_prefetch_kib;
@@ -212,11 +206,15 @@ fn main() {
             "queued.max.messages.kbytes={kib},fetch.max.bytes={}",
             u64::from(kib) * 1024
         );
-        let label = format!("wide, topic full, gzip on, `--kafka-property {property}`");
+        let label = format!("wide, topic full, `--kafka-property {property}`");
         let extra = ["--kafka-property".to_owned(), property];
-        consume(&wide_topic, wide_set.candles, setup(&label, true, &extra))
+        consume(
+            &wide_topic,
+            wide_set.candles,
+            setup(&label, DEFAULT_GZIP, &extra),
+        )
     });
-    let wide_paced = paced(&args.wide_dataset, &wide_set, "wide, paced, gzip on");
+    let wide_paced = paced(&args.wide_dataset, &wide_set, "wide, paced, defaults");
 
     let criterion = args
         .criterion_dir

@@ -29,7 +29,7 @@ pub struct Measured {
     pub wide_set: DatasetFacts,
     pub producer: TimedProducer,
     pub count: CountingReader,
-    /// The main topic consumed with gzip on, then off.
+    /// The main topic consumed with gzip on, then off (the default).
     pub consumers: Vec<ConsumerResult>,
     /// 1 and 2 concurrent writers.
     pub bulk: Vec<BulkWrite>,
@@ -257,7 +257,7 @@ impl Report {
     fn latency(&mut self, m: &Measured) {
         self.line("### End-to-end latency at a steady pace\n");
         self.line(
-            "The consumer (`--trigger 1s`, gzip on) joined first; then the producer replayed at \
+            "The consumer (its defaults: `--trigger 1s`, gzip off) joined first; then the producer replayed at \
              `--speed` = 5,000 candles/s × 60 ÷ symbols. Quantiles of \
              `candlepipe_end_to_end_latency_seconds` (buckets 5 ms · 2ⁿ, so a value is \
              interpolated inside a bucket twice as wide as its lower bound) computed like \
@@ -401,7 +401,7 @@ impl Report {
         let backlog_what = "the per-symbol state (~21 MB for 1,000 symbols with the 1 h late \
             horizon), the binary (~8 MiB resident), the full default prefetch \
             (`queued.max.messages.kbytes=1024`, decompressed by librdkafka), and a batch being \
-            aggregated (its points) next to one being written (its gzipped request bodies)";
+            aggregated (its points) next to one being written (its request bodies)";
         let large_what = m.wide_large_prefetch.as_ref().map_or(String::new(), |b| {
             format!(
                 "the same run with a larger prefetch (a non-default setting; 16 MiB was the \
