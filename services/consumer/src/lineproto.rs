@@ -515,6 +515,9 @@ fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, Enco
     let bytes = value.as_bytes();
     // The common case (every symbol that passed validation): nothing to escape or refuse.
     if !bytes.is_empty() && bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
+        if bytes.len() <= 24 {
+            return Ok(copy_short(dst, bytes)); // no `memcpy` call for a usual symbol
+        }
         dst[..bytes.len()].copy_from_slice(bytes);
         return Ok(bytes.len());
     }
@@ -562,12 +565,25 @@ fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, Enco
 
 #[cfg(test)]
 mod tests {
-    use super::digits::eight_digits;
+    use super::digits::{copy_short, eight_digits};
     use super::*;
     use crate::lineproto_parse::{parse_line, FieldValue, ParsedLine};
     use candlepipe_model::{Interval, Source};
     use proptest::prelude::*;
     use std::sync::Arc;
+
+    /// Every length a short copy handles, into a buffer with bytes before and after.
+    #[test]
+    fn copy_short_copies_every_length_exactly() {
+        let src: Vec<u8> = (b'a'..=b'z').collect();
+        for n in 0..=24 {
+            let mut dst = [b'#'; 32];
+            assert_eq!(copy_short(&mut dst[1..], &src[..n]), n);
+            assert_eq!(dst[0], b'#');
+            assert_eq!(&dst[1..=n], &src[..n], "{n}");
+            assert!(dst[n + 1..].iter().all(|&b| b == b'#'), "{n}");
+        }
+    }
 
     fn candle(symbol: &str) -> CandlePoint {
         CandlePoint {
