@@ -510,7 +510,10 @@ mod as_encoded {
         }
 
         /// `Some(Some(v))` when the input continues with `key` and a number, `Some(None)`
-        /// when it does not continue with `key`, `None` when the number is not one.
+        /// when it does not continue with `key`, `None` when the number is not one. Always
+        /// inlined, like [`Reader::eat`]: with `key` a parameter of a call, comparing it was
+        /// a `memcmp` call (~55 instructions per message for the three optional floats).
+        #[inline(always)]
         fn optional_float(&mut self, key: &[u8]) -> Option<Option<f64>> {
             if self.eat(key) {
                 self.float().map(Some)
