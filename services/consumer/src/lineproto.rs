@@ -31,7 +31,8 @@
 //! Encoding is the largest share of the consumer's CPU per candle (about 2.3 lines of 10 to
 //! 12 floats each, ~780 bytes), and formatting the floats is most of that, so the rest is
 //! kept thin: constant names copied without a scan, the symbol checked with one table lookup
-//! per byte, each line written into a slice with room for the longest line (no capacity
+//! per byte once per run of a symbol's lines (they share its `Arc<str>`), each line written
+//! in place in the batch's text, into a slice with room for the longest line (no capacity
 //! check or `memcpy` call per piece, see `encode_into`), `bb_mid`'s text copied from
 //! `sma_20` (the same value by definition), a candle price written a few lines earlier
 //! copied from the batch's memo rather than formatted again (`FloatMemo`), and the batch's
@@ -74,7 +75,7 @@ pub struct EncodeError {
 pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
     let start = out.len();
     out.resize(start + max_line_bytes(point), 0);
-    let written = encode_into(point, &mut out[start..], &mut FloatMemo::default());
+    let written = encode_into(point, &mut out[start..], &mut FloatMemo::default(), false);
     out.truncate(start + *written.as_ref().unwrap_or(&0));
     written.map(|len| len > 0)
 }
@@ -87,14 +88,21 @@ pub fn encode(point: &Point, out: &mut Vec<u8>) -> Result<bool, EncodeError> {
 /// a line is ~25 pieces (names, floats, separators), and appending each one to a `Vec`
 /// costs a capacity check per piece and a call to `memcpy` per piece of varying length.
 /// In a slice the constant names become a few stores and a float's text two fixed-size
-/// copies ([`copy_short`]). [`EncodedPoints::refill`] reuses one line's room for a whole
-/// batch, so the zero-filling a safe slice needs happens once per batch.
+/// copies ([`copy_short`]). [`EncodedPoints::refill`] writes each line in place in the
+/// batch's text, into room zero-filled a chunk at a time (what a safe slice needs).
 ///
-/// `memo` remembers the text of recent candle prices (see [`FloatMemo`]).
-fn encode_into(point: &Point, buf: &mut [u8], memo: &mut FloatMemo) -> Result<usize, EncodeError> {
+/// `memo` remembers the text of recent candle prices (see [`FloatMemo`]); `plain_symbol`
+/// says the caller already found the symbol made of [`PLAIN`] bytes only (see
+/// [`write_tag_value`]).
+fn encode_into(
+    point: &Point,
+    buf: &mut [u8],
+    memo: &mut FloatMemo,
+    plain_symbol: bool,
+) -> Result<usize, EncodeError> {
     match point {
-        Point::Candle(c) => encode_candle(c, buf, memo),
-        Point::Indicator(i) => encode_indicator(i, buf),
+        Point::Candle(c) => encode_candle(c, buf, memo, plain_symbol),
+        Point::Indicator(i) => encode_indicator(i, buf, plain_symbol),
     }
 }
 
@@ -105,11 +113,15 @@ const MAX_TAGS_BYTES: usize = 64;
 /// The most bytes `point`'s line can take: the tags, the symbol with every byte escaped,
 /// and the longest fields.
 fn max_line_bytes(point: &Point) -> usize {
-    let symbol = match point {
-        Point::Candle(c) => c.symbol.len(),
-        Point::Indicator(i) => i.symbol.len(),
-    };
-    MAX_TAGS_BYTES + 2 * symbol + MAX_FIELDS_BYTES
+    MAX_TAGS_BYTES + 2 * symbol_of(point).len() + MAX_FIELDS_BYTES
+}
+
+/// The value of `point`'s `symbol` tag, unescaped.
+fn symbol_of(point: &Point) -> &str {
+    match point {
+        Point::Candle(c) => &c.symbol,
+        Point::Indicator(i) => &i.symbol,
+    }
 }
 
 /// The line protocol text of many points, with where each line came from.
@@ -164,34 +176,60 @@ impl EncodedPoints {
         self.lines.clear();
         self.unencodable.clear();
         self.empty = 0;
-        self.text.reserve(points.len() * TYPICAL_LINE_BYTES);
+        self.text
+            .reserve(points.len() * TYPICAL_LINE_BYTES + ROOM_CHUNK);
         self.lines.reserve(points.len());
-        // Each line is written into `line` (zero-filled once per batch, see `encode_into`)
-        // and appended from there in one copy: zero-filling room in `text` instead measured
-        // slower, as that touches the whole batch's memory twice.
-        let mut line = Vec::new();
+        // Each line is written in place, right after the previous one: `text[..end]` is the
+        // batch's text so far, and past it `text` keeps zero-filled room (or the garbage of
+        // a line not kept) for the next line. The room is zero-filled ROOM_CHUNK bytes at a
+        // time, just before lines are written into it (so while it is in cache), which is
+        // what a safe slice needs; the text is truncated to its lines at the end. (Lines
+        // were once written to a scratch buffer and appended from there: a `memcpy` call
+        // per line, ~200 instructions per candle. Zero-filling the whole batch's room up
+        // front instead touches all of its memory twice.)
+        let mut end = 0;
         let mut memo = FloatMemo::batch();
+        // The last symbol found plain. The aggregator emits a symbol's points together, all
+        // sharing one `Arc<str>`, so most lines skip the symbol's scan: the same address
+        // and length (every point is borrowed for the whole call, so that is the same
+        // text) is the same, already checked, symbol. Only non-empty symbols are kept.
+        let mut plain: Option<&str> = None;
         for (i, p) in points.iter().enumerate() {
             let room = max_line_bytes(p);
-            if line.len() < room {
-                line.resize(room, 0);
+            if self.text.len() < end + room {
+                self.text.resize(end + room.max(ROOM_CHUNK), 0);
             }
-            match encode_into(p, &mut line, &mut memo) {
+            let symbol = symbol_of(p);
+            let plain_symbol = if plain.is_some_and(|known| std::ptr::eq(known, symbol)) {
+                true
+            } else if is_plain(symbol) {
+                plain = Some(symbol);
+                true
+            } else {
+                false
+            };
+            match encode_into(p, &mut self.text[end..], &mut memo, plain_symbol) {
                 Ok(0) => self.empty += 1,
                 Ok(len) => {
-                    let start = self.text.len();
-                    self.text.extend_from_slice(&line[..len]);
                     self.lines.push(EncodedLine {
                         point: i,
                         measurement: p.measurement(),
-                        span: start..start + len,
+                        span: end..end + len,
                     });
+                    end += len;
                 }
                 Err(e) => self.unencodable.push((i, e)),
             }
         }
+        self.text.truncate(end);
     }
 }
+
+/// Bytes of line room zero-filled at a time in [`EncodedPoints::refill`] (at least one
+/// line's room): about 6 lines, written while the room is in L1. Kept under glibc's
+/// `rep stosb` threshold (2 KiB): larger fills measured ~10 instructions per byte of text
+/// under callgrind, which counts each byte `rep stosb` stores as an instruction.
+const ROOM_CHUNK: usize = 1024;
 
 /// Bytes reserved per point up front: a full `indicator` line is ~400 bytes, a `candle`
 /// line ~300 (with 17-digit prices), and a batch averages ~340. Too small an estimate costs
@@ -228,6 +266,7 @@ fn encode_candle(
     c: &CandlePoint,
     buf: &mut [u8],
     memo: &mut FloatMemo,
+    plain_symbol: bool,
 ) -> Result<usize, EncodeError> {
     // Tags sorted by key: interval, source, symbol.
     let mut len = 0;
@@ -236,7 +275,7 @@ fn encode_candle(
     put(buf, &mut len, SOURCE_TAG);
     len += copy_short(&mut buf[len..], c.source.as_str().as_bytes());
     put(buf, &mut len, SYMBOL_TAG);
-    len += write_tag_value(&mut buf[len..], "symbol", &c.symbol)?;
+    len += write_tag_value(&mut buf[len..], "symbol", &c.symbol, plain_symbol)?;
     let mut fields = FieldWriter::begin(buf, len);
     // Prices repeat: a candle usually opens at the previous close, and a window's open,
     // high, low and close are its candles' values, encoded a few lines earlier.
@@ -255,7 +294,11 @@ fn encode_candle(
     Ok(fields.finish(c.time))
 }
 
-fn encode_indicator(p: &IndicatorPoint, buf: &mut [u8]) -> Result<usize, EncodeError> {
+fn encode_indicator(
+    p: &IndicatorPoint,
+    buf: &mut [u8],
+    plain_symbol: bool,
+) -> Result<usize, EncodeError> {
     let mut len = 0;
     put(buf, &mut len, INDICATOR_PREFIX);
     len += copy_short(&mut buf[len..], p.interval.as_str().as_bytes());
@@ -264,7 +307,7 @@ fn encode_indicator(p: &IndicatorPoint, buf: &mut [u8]) -> Result<usize, EncodeE
         len += copy_short(&mut buf[len..], source.as_str().as_bytes());
     }
     put(buf, &mut len, SYMBOL_TAG);
-    len += write_tag_value(&mut buf[len..], "symbol", &p.symbol)?;
+    len += write_tag_value(&mut buf[len..], "symbol", &p.symbol, plain_symbol)?;
     // Schema order, as IndicatorPoint::fields lists them.
     let mut fields = FieldWriter::begin(buf, len);
     let sma_20 = p.sma_20.and_then(|v| fields.float(b"sma_20=", v));
@@ -496,13 +539,28 @@ const PLAIN: [bool; 256] = {
     plain
 };
 
+/// Whether `value` can be written as it is: not empty, and [`PLAIN`] bytes only.
+fn is_plain(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|b| PLAIN[usize::from(b)])
+}
+
 /// Writes the value of tag `key` at the start of `dst` (room for twice its length),
 /// escaping [`TAG_VALUE_SPECIALS`], and returns how many bytes it took; or refuses it.
-fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, EncodeError> {
+/// `plain` says the caller already found `value` [`is_plain`].
+fn write_tag_value(
+    dst: &mut [u8],
+    key: &str,
+    value: &str,
+    plain: bool,
+) -> Result<usize, EncodeError> {
     let specials = TAG_VALUE_SPECIALS;
     let bytes = value.as_bytes();
     // The common case (every symbol that passed validation): nothing to escape or refuse.
-    if !bytes.is_empty() && bytes.iter().all(|&b| PLAIN[usize::from(b)]) {
+    if plain || is_plain(value) {
+        debug_assert!(is_plain(value));
+        if bytes.len() <= 24 {
+            return Ok(copy_short(dst, bytes)); // no `memcpy` call for a usual symbol
+        }
         dst[..bytes.len()].copy_from_slice(bytes);
         return Ok(bytes.len());
     }
@@ -550,12 +608,25 @@ fn write_tag_value(dst: &mut [u8], key: &str, value: &str) -> Result<usize, Enco
 
 #[cfg(test)]
 mod tests {
-    use super::digits::eight_digits;
+    use super::digits::{copy_short, eight_digits};
     use super::*;
     use crate::lineproto_parse::{parse_line, FieldValue, ParsedLine};
     use candlepipe_model::{Interval, Source};
     use proptest::prelude::*;
     use std::sync::Arc;
+
+    /// Every length a short copy handles, into a buffer with bytes before and after.
+    #[test]
+    fn copy_short_copies_every_length_exactly() {
+        let src: Vec<u8> = (b'a'..=b'z').collect();
+        for n in 0..=24 {
+            let mut dst = [b'#'; 32];
+            assert_eq!(copy_short(&mut dst[1..], &src[..n]), n);
+            assert_eq!(dst[0], b'#');
+            assert_eq!(&dst[1..=n], &src[..n], "{n}");
+            assert!(dst[n + 1..].iter().all(|&b| b == b'#'), "{n}");
+        }
+    }
 
     fn candle(symbol: &str) -> CandlePoint {
         CandlePoint {
@@ -956,6 +1027,32 @@ mod tests {
                 ParsedLine::expected_for(&point)
             );
         }
+    }
+
+    /// A batch checks a symbol once per run of points sharing its `Arc`: symbols to escape
+    /// or refuse, and the empty one, are still escaped or refused on every line, also
+    /// right after a plain symbol and when they share an allocation.
+    #[test]
+    fn shared_symbols_are_escaped_or_refused_on_every_line() {
+        let mut batch = Vec::new();
+        for symbol in [
+            "BTC-USDT",
+            "a b,c=d",
+            "",
+            "bad\nline",
+            "BTC-USDT",
+            "ETH-USDT",
+        ] {
+            let point = Point::Candle(candle(symbol));
+            batch.extend([point.clone(), point.clone(), point]);
+        }
+        // the same text in another allocation, right after the first one
+        batch.push(Point::Candle(candle("BTC-USDT")));
+        let enc = encode_all(&batch);
+        assert_eq!(enc.text, one_by_one(&batch));
+        let refused: Vec<usize> = enc.unencodable.iter().map(|(i, _)| *i).collect();
+        assert_eq!(refused, [6, 7, 8, 9, 10, 11]);
+        assert_eq!(enc.lines.len(), batch.len() - 6);
     }
 
     /// The same lines, `\n`-separated, as encoding each point on its own.

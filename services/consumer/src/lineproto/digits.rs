@@ -58,6 +58,12 @@ pub(super) fn copy_short(dst: &mut [u8], bytes: &[u8]) -> usize {
             dst[..4].copy_from_slice(&bytes[..4]);
             dst[n - 4..].copy_from_slice(&bytes[n - 4..]);
         }
+        // a float such as `0` or `2.5`: three (overlapping) byte copies, not a `memcpy` call
+        1..=3 => {
+            dst[0] = bytes[0];
+            dst[n / 2] = bytes[n / 2];
+            dst[n - 1] = bytes[n - 1];
+        }
         _ => dst.copy_from_slice(bytes),
     }
     n
