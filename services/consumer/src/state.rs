@@ -30,9 +30,7 @@
 //! Older slots are evicted at flush time (never between apply and flush, so a large batch
 //! for one symbol still emits all its points), in chunks of about 16. With a 1h horizon a
 //! symbol keeps 80 to ~160 slots of 128 bytes (a candle and its snapshot, two cache lines):
-//! about 21 kB per symbol measured with the buffer's headroom, 21 MB for 1,000 symbols,
-//! plus what the last batch appended: the buffer keeps up to 128 slots (16 kB) of slack
-//! rather than re-growing for every batch.
+//! about 21 kB per symbol measured with the buffer's headroom, 21 MB for 1,000 symbols.
 //!
 //! ## Warm-up index and rebuilds
 //!
@@ -376,13 +374,9 @@ impl SymbolHistory {
             }
             _ => i64::MIN, // nothing can go yet: n is 0 without touching memory
         };
-        // Give back what a burst (a large batch for one symbol) grew. Not what an ordinary
-        // batch grew: a batch appends about as many slots as eviction then drops, and
-        // shrinking to fit after each one re-grew (and copied) the buffer three times per
-        // symbol and batch in the hot-path bench (~200 instructions per candle). The 128
-        // slots of slack (16 kB) hold a batch of ~100 candles per symbol.
+        // give back what a burst (a large batch for one symbol) grew
         let len = self.slots.len();
-        if self.slots.capacity() > 2 * len + 128 {
+        if self.slots.capacity() > 2 * len + 64 {
             self.slots.shrink_to(headroom(len));
         }
     }
