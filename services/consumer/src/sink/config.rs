@@ -20,8 +20,10 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// (a WAN, a metered link such as InfluxDB Cloud); from the same host or a LAN it is not (a
 /// full-speed consumer sends ~35 MB/s of line protocol, a third of a 1 Gbit/s link), and it
 /// costs CPU on both ends and time on every request: InfluxDB inflates each body before
-/// parsing it. Measured with the peer benchmark (BENCHMARKS.md): 77-85 % of InfluxDB's
-/// ceiling and ~4.8 µs of consumer CPU per candle without gzip, 65-78 % and ~6.9 µs with it.
+/// parsing it. Measured with the benchmarks (BENCHMARKS.md; five runs each on the shared
+/// 2-core machine): a median 85 % (71-93 %) of InfluxDB's ceiling and ~4.6 µs of consumer
+/// CPU per candle without gzip, 68 % (60-78 %) and ~6.6 µs with it. The price is memory: the
+/// batch in flight waits as text, not compressed (~9 MiB more peak RSS on a full topic).
 /// Vector's InfluxDB sinks and InfluxDB's own client libraries default to no compression too.
 pub const DEFAULT_GZIP: bool = false;
 
