@@ -151,6 +151,12 @@ pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
 
 /// Creates a topic with `partitions` partitions, `replicas` replicas and topic configs
 /// (e.g. `("min.insync.replicas", "2")`).
+///
+/// The request is sent again when the admin client itself lost it: on a cluster that just
+/// started, librdkafka may retire its bootstrap connection once the metadata names the
+/// brokers, and a request in flight on it fails with `DestroyBroker` ("Broker handle
+/// destroyed without termination"; seen once in `failover.rs`). If the lost request had
+/// reached the controller, the next attempt finds the topic existing, which is success.
 pub fn create_topic_with(
     brokers: &str,
     topic: &str,
@@ -158,6 +164,7 @@ pub fn create_topic_with(
     replicas: i32,
     configs: &[(&str, &str)],
 ) {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -167,11 +174,28 @@ pub fn create_topic_with(
     for (k, v) in configs {
         new = new.set(k, v);
     }
-    let res = rt
-        .block_on(admin.create_topics([&new], &AdminOptions::new()))
-        .expect("create_topics");
-    for r in res {
-        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        let res = match rt.block_on(admin.create_topics([&new], &AdminOptions::new())) {
+            Err(KafkaError::AdminOp(
+                code @ (RDKafkaErrorCode::DestroyBroker
+                | RDKafkaErrorCode::BrokerDestroy
+                | RDKafkaErrorCode::BrokerTransportFailure),
+            )) if attempt < ATTEMPTS => {
+                eprintln!("creating {topic}: {code} (attempt {attempt}), sending it again");
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+                continue;
+            }
+            res => res.expect("create_topics"),
+        };
+        for r in res {
+            match r {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if attempt > 1 => {}
+                Err((t, e)) => panic!("creating {t}: {e}"),
+            }
+        }
+        return;
     }
 }
 
