@@ -398,7 +398,7 @@ mod as_encoded {
             let start = self.i;
             let len = self.s[start..]
                 .iter()
-                .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))?;
+                .position(|&b| !crate::validate::is_symbol_byte(b))?;
             self.i += len;
             self.expect(b"\"")?;
             // The scan admits ASCII only, so this check cannot fail; it costs ~120

@@ -55,6 +55,12 @@ pub enum InvalidCandle {
     OpenTimeOutOfBounds(i64),
 }
 
+/// Whether `b` may be in a symbol: `A-Z a-z 0-9 . _ -` (all ASCII). The one statement of
+/// the charset, for [`validate_symbol`], the fast check and the codec's symbol scan.
+pub(crate) const fn is_symbol_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
 /// Checks a symbol: 1 to 32 bytes of `A-Z a-z 0-9 . _ -`. The charset keeps symbols safe as
 /// Kafka keys, InfluxDB tag values and Grafana variable values without any escaping games.
 pub fn validate_symbol(symbol: &str) -> Result<(), InvalidCandle> {
@@ -64,14 +70,13 @@ pub fn validate_symbol(symbol: &str) -> Result<(), InvalidCandle> {
     if symbol.len() > MAX_SYMBOL_LEN {
         return Err(InvalidCandle::SymbolTooLong(symbol.to_owned()));
     }
-    let allowed = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-');
     // Bytes, not chars: every allowed character is ASCII, and this runs once per message.
-    if symbol.bytes().all(allowed) {
+    if symbol.bytes().all(is_symbol_byte) {
         return Ok(());
     }
     let bad = symbol
         .chars()
-        .find(|&c| !u8::try_from(c).is_ok_and(allowed))
+        .find(|&c| !u8::try_from(c).is_ok_and(is_symbol_byte))
         .expect("a byte outside the charset belongs to a char outside it");
     Err(InvalidCandle::SymbolCharset {
         symbol: symbol.to_owned(),
@@ -87,13 +92,12 @@ pub fn validate(c: &Candle) -> Result<(), InvalidCandle> {
     explain(c)
 }
 
-/// Bytes a symbol may hold: `A-Z a-z 0-9 . _ -`.
+/// [`is_symbol_byte`] as a table, one lookup per byte.
 const SYMBOL_BYTE: [bool; 256] = {
     let mut ok = [false; 256];
     let mut b = 0;
     while b < 256 {
-        let byte = b as u8;
-        ok[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-');
+        ok[b] = is_symbol_byte(b as u8);
         b += 1;
     }
     ok
